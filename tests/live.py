@@ -1,0 +1,195 @@
+"""Real servers in subprocesses for the tests: start, wait until they listen, stop.
+
+Every server binds 127.0.0.1 on a free port; every wait is bounded; only
+processes started here are signalled, by pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import coverage
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+FLASK_EXAMPLE = ROOT / "examples" / "flask"
+TEST_APPS = ROOT / "tests" / "apps"
+TOKEN = "test-token-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LiveServer:
+    """A server process, optionally started the way ``cmd &`` in a CI script does.
+
+    With ``background=True`` it is launched by ``sh -c 'cmd &'``: a
+    non-interactive shell starts background jobs with SIGINT ignored, exactly
+    the trap CI scripts fall into. The shell waits for the job and passes on its
+    exit status, so ``wait()`` still reports the server's own.
+    """
+
+    def __init__(
+        self,
+        argv: list[str],
+        *,
+        cwd: Path,
+        port: int,
+        token: str | None = TOKEN,
+        background: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.cwd = cwd
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("COVGUARD_")}
+        environ.update(env or {})
+        if token is not None:
+            environ["COVGUARD_TOKEN"] = token
+        self.token = token
+        self._log_path = cwd / f"server-{port}.log"
+        self._log = self._log_path.open("w+b")
+        if background:
+            # The shell's stdout carries the job's pid; the job writes to the log.
+            self.process = subprocess.Popen(
+                [
+                    "sh",
+                    "-c",
+                    'log=$1; shift; "$@" >>"$log" 2>&1 & echo $!; wait $!',
+                    "sh",
+                    str(self._log_path),
+                    *argv,
+                ],
+                cwd=cwd,
+                env=environ,
+                stdout=subprocess.PIPE,
+                stderr=self._log,
+                stdin=subprocess.DEVNULL,
+            )
+            assert self.process.stdout is not None
+            self.pid = int(self.process.stdout.readline())
+        else:
+            self.process = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=environ,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+            self.pid = self.process.pid
+
+    def wait_listening(self, timeout: float = 20.0) -> LiveServer:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited {self.process.returncode}:\n{self.output()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"server not listening after {timeout}s:\n{self.output()}")
+
+    def get(self, path: str, **kwargs: object) -> requests.Response:
+        return requests.get(self.url + path, timeout=10, **kwargs)  # type: ignore[arg-type]
+
+    def post(self, path: str, **kwargs: object) -> requests.Response:
+        return requests.post(self.url + path, timeout=10, **kwargs)  # type: ignore[arg-type]
+
+    def shutdown(self, token: str | None = None) -> requests.Response:
+        bearer = token or self.token
+        return self.post("/__shutdown__", headers={"Authorization": f"Bearer {bearer}"})
+
+    def wait(self, timeout: float = 5.0) -> int:
+        return self.process.wait(timeout=timeout)
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
+    def output(self) -> str:
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
+    def stop(self) -> None:
+        """Teardown: end the server if a test left it running (our pid only)."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self._log.close()
+
+
+def server_argv(name: str, port: int, module: str = "wsgi") -> list[str]:
+    """How a user starts each server on the entry point ``<module>.py``."""
+    py = sys.executable
+    listen = f"127.0.0.1:{port}"
+    run_simple = (
+        f"import {module}; from werkzeug.serving import run_simple;"
+        f" run_simple('127.0.0.1', {port}, {module}.application, threaded={{}})"
+    )
+    wsgiref = (
+        f"import {module}; from wsgiref.simple_server import make_server;"
+        f" make_server('127.0.0.1', {port}, {module}.application).serve_forever()"
+    )
+    commands = {
+        "waitress-serve": [
+            str(BIN / "waitress-serve"),
+            f"--listen={listen}",
+            f"{module}:application",
+        ],
+        "waitress.serve": [
+            py,
+            "-c",
+            f"import {module}, waitress; waitress.serve({module}.application, listen='{listen}')",
+        ],
+        "werkzeug-threaded": [py, "-c", run_simple.format(True)],
+        "werkzeug": [py, "-c", run_simple.format(False)],
+        "flask-run": [
+            str(BIN / "flask"),
+            "--app",
+            f"{module}:app",
+            "run",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        "wsgiref": [py, "-c", wsgiref],
+    }
+    return commands[name]
+
+
+def data_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob(".coverage.*") if p.is_file())
+
+
+def measured_lines(folder: Path, package: str) -> dict[str, set[int]]:
+    """Combine the folder's parallel data files; lines per file of ``package``."""
+    files = data_files(folder)
+    assert files, f"no coverage data file in {folder}"
+    combined = coverage.CoverageData(basename=str(folder / "combined.coverage"))
+    combined.erase()
+    for path in files:
+        part = coverage.CoverageData(basename=str(path))
+        part.read()
+        combined.update(part)
+    return {
+        Path(name).relative_to(folder).as_posix(): set(combined.lines(name) or ())
+        for name in combined.measured_files()
+        if f"/{package}/" in name or name.endswith(f"/{package}.py")
+    }

@@ -1,0 +1,230 @@
+"""CovGuard: the WSGI middleware that measures a live server and stops it cleanly.
+
+Wrap the application in the WSGI entry point, after :func:`wsgi_covguard.start`::
+
+    import wsgi_covguard
+    wsgi_covguard.start()
+    from myproject import create_app
+    application = wsgi_covguard.CovGuard(create_app())
+
+Without a token (argument or ``COVGUARD_TOKEN``) the middleware is inert: a pure
+pass-through that measures nothing and adds no route, safe in production.
+
+With a token, every request passes through to the application except the
+control route. ``POST /__shutdown__`` with ``Authorization: Bearer <token>``
+answers ``202 Accepted`` and then, in this order: the response is delivered
+(the stop is triggered from the response's ``close()``, after the body is
+written); requests in flight finish (up to ``drain_timeout``); coverage is
+stopped and saved; the server is stopped through its own clean path
+(:mod:`wsgi_covguard.stopping`), and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from werkzeug.wrappers import Response
+
+from .auth import is_loopback, resolve_token
+from .errors import ConfigError
+from .session import CoverageSession, get_session, start
+from .stopping import find_stopper
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+__all__ = ["CovGuard"]
+
+ALLOW_REMOTE_ENV = "COVGUARD_ALLOW_REMOTE"
+
+_Handler = Callable[["WSGIEnvironment"], Response]
+
+
+class CovGuard:
+    """Measure coverage of ``app`` and serve the authenticated control route.
+
+    :param app: the WSGI application to wrap.
+    :param token: the control token (16 characters or more); defaults to
+        ``COVGUARD_TOKEN``, then to the token given to :func:`start`. Without
+        one the middleware is inert.
+    :param shutdown_path: the ``PATH_INFO`` of the shutdown route, so it works
+        under any ``SCRIPT_NAME`` mount point.
+    :param allow_remote: accept control requests from outside loopback (also
+        ``COVGUARD_ALLOW_REMOTE=1``). Off by default: the token is the only
+        other line of defence.
+    :param drain_timeout: seconds to wait, after a shutdown request, for the
+        requests in flight to finish before saving and stopping.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        *,
+        token: str | None = None,
+        shutdown_path: str = "/__shutdown__",
+        allow_remote: bool = False,
+        drain_timeout: float = 10.0,
+    ) -> None:
+        self.app = app
+        self.shutdown_path = shutdown_path
+        self.allow_remote = allow_remote or os.environ.get(ALLOW_REMOTE_ENV) == "1"
+        self.drain_timeout = drain_timeout
+        if not shutdown_path.startswith("/"):
+            raise ConfigError(f"shutdown_path {shutdown_path!r} must start with '/'")
+        if drain_timeout < 0:
+            raise ConfigError(f"drain_timeout {drain_timeout!r} must be 0 seconds or more")
+
+        session = get_session()
+        self._token = resolve_token(token) or (session.token if session else None)
+        self._session: CoverageSession | None = None
+        if self._token is None:
+            return  # inert: nothing started, nothing written, no route
+        self._session = session or start(token=self._token.reveal())
+        self._routes: dict[str, _Handler] = {shutdown_path: self._shutdown}
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._stopping = threading.Event()
+        self._announce()
+
+    @property
+    def enabled(self) -> bool:
+        """False for an inert middleware (no token)."""
+        return self._session is not None
+
+    @property
+    def in_flight(self) -> int:
+        """Requests passed to the application whose response is not closed yet."""
+        return self._in_flight if self.enabled else 0
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if self._session is None:
+            return self.app(environ, start_response)
+        handler = self._routes.get(environ.get("PATH_INFO", ""))
+        if handler is not None:
+            return self._control(handler, environ)(environ, start_response)
+        with self._lock:
+            self._in_flight += 1
+        try:
+            result = self.app(environ, start_response)
+        except BaseException:
+            self._leave()
+            raise
+        if hasattr(result, "__len__"):
+            return _SizedTracked(result, self._leave)
+        return _Tracked(result, self._leave)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    # -- control -------------------------------------------------------------
+
+    def _control(self, handler: _Handler, environ: WSGIEnvironment) -> Response:
+        """Refuse what is not an authenticated POST from an allowed client."""
+        if environ.get("REQUEST_METHOD") != "POST":
+            response = _json({"error": "method not allowed; use POST"}, 405)
+            response.headers["Allow"] = "POST"
+            return response
+        if not self.allow_remote and not is_loopback(environ):
+            return _json(
+                {
+                    "error": "control requests are accepted from loopback only"
+                    f" (set {ALLOW_REMOTE_ENV}=1 to allow others)"
+                },
+                403,
+            )
+        assert self._token is not None
+        if not self._token.matches_bearer(environ):
+            return _json({"error": "missing or wrong 'Authorization: Bearer' token"}, 403)
+        return handler(environ)
+
+    def _shutdown(self, environ: WSGIEnvironment) -> Response:
+        response = _json({"status": "stopping", "pid": os.getpid()}, 202)
+        if not self._stopping.is_set():
+            self._stopping.set()
+            # close() runs once the body is on the wire; stopping before that
+            # lost the response on werkzeug.
+            response.call_on_close(lambda: self._begin_shutdown(environ))
+        return response
+
+    def _begin_shutdown(self, environ: WSGIEnvironment) -> None:
+        # Here, in the request's thread, the server is still on the call stack.
+        stopper = find_stopper(environ)
+        threading.Thread(
+            target=self._drain_save_stop, args=(stopper,), name="covguard-shutdown"
+        ).start()
+
+    def _drain_save_stop(self, stopper: Callable[[], None]) -> None:
+        deadline = time.monotonic() + self.drain_timeout
+        while self._in_flight > 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self._in_flight > 0:
+            _say(
+                f"{self._in_flight} request(s) still in flight after"
+                f" drain_timeout={self.drain_timeout}s; stopping anyway"
+            )
+        assert self._session is not None
+        self._session.finish()
+        stopper()
+
+    def _announce(self) -> None:
+        session = self._session
+        assert session is not None
+        if session.announced:
+            return
+        session.announced = True
+        _say(
+            f"measuring coverage (core {session.core}, data {session.data_file}.*,"
+            f" control POST {self.shutdown_path}, pid {os.getpid()})"
+        )
+
+
+class _Tracked:
+    """The application's response, passed on untouched but for ``close()``.
+
+    ``__iter__`` hands the server the inner iterator itself, so the body costs
+    nothing extra; ``close()`` closes the inner iterable and then, whatever
+    happened, tells the middleware the request is over (once).
+    """
+
+    __slots__ = ("_done", "_inner")
+
+    def __init__(self, inner: Iterable[bytes], done: Callable[[], None]) -> None:
+        self._inner = inner
+        self._done: Callable[[], None] | None = done
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._inner)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._inner, "close", None)
+            if close is not None:
+                close()
+        finally:
+            done, self._done = self._done, None
+            if done is not None:
+                done()
+
+
+class _SizedTracked(_Tracked):
+    """A tracked list-like body: servers (waitress) use ``len()`` to set Content-Length."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(self._inner)  # type: ignore[arg-type]
+
+
+def _json(body: dict[str, Any], status: int) -> Response:
+    return Response(json.dumps(body) + "\n", status=status, mimetype="application/json")
+
+
+def _say(message: str) -> None:
+    print(f"covguard: {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,252 @@
+"""The coverage session: measuring in this process, from start-up to the last save.
+
+``coverage run`` starts measuring before anything is imported and saves at exit.
+A WSGI entry point can do the same in-process: :func:`start` at its top starts
+coverage.py (or adopts the one already running, e.g. under ``coverage run`` or
+pytest-cov) before the application is imported, so import-time lines (module
+level ``def``, decorators, assignments) count.
+
+What to measure is coverage.py's own configuration (``.coveragerc``,
+``pyproject.toml``, ``COVERAGE_RCFILE``, ``COVERAGE_FILE``...), read by coverage
+itself. We only add three things coverage's API leaves to its caller:
+
+- data is written parallel-style (``data_suffix=True``, as ``coverage run -p``),
+  so every process, and every worker of a pre-fork server, has its own file
+  that ``coverage combine`` and pytest-cov find;
+- :meth:`CoverageSession.finish` stops and saves once per process, however many
+  of the shutdown route, ``atexit``, SIGTERM and SIGINT get there;
+- on Python 3.12+ the ``sysmon`` core is chosen when the configuration allows
+  it, since it costs next to nothing where ``ctrace`` halves the throughput.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import coverage
+
+from .auth import Token, resolve_token
+from .errors import ConfigError
+
+__all__ = ["CoverageSession", "get_session", "start"]
+
+_CORE_NAMES = {"CTracer": "ctrace", "PyTracer": "pytrace", "SysMonitor": "sysmon"}
+
+#: Our own files are never part of the user's report.
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+_lock = threading.Lock()
+_session: CoverageSession | None = None
+
+
+class CoverageSession:
+    """One process's coverage measurement: save, finish, and what to say about it.
+
+    :param cov: the running :class:`coverage.Coverage`.
+    :param owned: True if we started it, so we also stop it; an adopted one
+        (``coverage run``, pytest-cov) is stopped by its owner.
+    :param token: the token :func:`start` was given, for a :class:`CovGuard`
+        built without one.
+    """
+
+    def __init__(self, cov: coverage.Coverage, *, owned: bool, token: Token | None) -> None:
+        self.coverage = cov
+        self.owned = owned
+        self.token = token
+        self.announced = False
+        # RLock: the SIGTERM net can run finish() in the main thread while it
+        # is already inside finish().
+        self._lock = threading.RLock()
+        self._finished_pid: int | None = None
+        os.register_at_fork(after_in_child=self._after_fork_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        # A fork while another thread held the lock would leave it held forever.
+        self._lock = threading.RLock()
+
+    @property
+    def core(self) -> str:
+        """The measuring core in use: ``sysmon``, ``ctrace`` or ``pytrace``."""
+        info = dict(self.coverage.sys_info())
+        return _CORE_NAMES.get(str(info.get("core")), str(info.get("core")))
+
+    @property
+    def data_file(self) -> str:
+        """The configured data file; ours are ``<data_file>.<suffix>`` beside it."""
+        return os.path.abspath(str(self.coverage.get_option("run:data_file")))
+
+    @property
+    def finished(self) -> bool:
+        """True once this process has stopped measuring and saved for good."""
+        return self._finished_pid == os.getpid()
+
+    def save(self) -> None:
+        """Write what was measured so far; measuring goes on.
+
+        The file name changes with each save that adds data (coverage puts a
+        hash of the data in it), so nobody should keep the name.
+        """
+        with self._lock:
+            self._save()
+
+    def finish(self) -> None:
+        """Stop measuring (if we started it) and save: once per process."""
+        with self._lock:
+            if self._finished_pid == os.getpid():
+                return
+            self._finished_pid = os.getpid()
+            if self.owned:
+                self.coverage.stop()
+            self._save()
+
+    def _save(self) -> None:
+        try:
+            self.coverage.save()
+        except (OSError, coverage.CoverageException) as exc:
+            # At exit nobody can act on a traceback; one clear line it is.
+            print(
+                f"covguard: could not save coverage data beside {self.data_file!r}: {exc}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def get_session() -> CoverageSession | None:
+    """The session :func:`start` made in this process, if any."""
+    return _session
+
+
+def start(
+    *,
+    token: str | None = None,
+    core: str | None = None,
+    contexts: bool = False,
+    **coverage_options: Any,
+) -> CoverageSession | None:
+    """Start measuring now, before the application is imported.
+
+    Call it at the very top of the WSGI entry point. Idempotent: later calls
+    return the same session. Without a token (argument or ``COVGUARD_TOKEN``)
+    it does nothing and returns ``None``, so the entry point is safe to deploy.
+
+    :param token: the control token; defaults to ``COVGUARD_TOKEN``.
+    :param core: coverage's measuring core (``sysmon``, ``ctrace``,
+        ``pytrace``). By default the configured one, else ``sysmon`` on
+        Python 3.12+ when the configuration allows it, else ``ctrace``.
+    :param contexts: choose a core that can record dynamic contexts.
+    :param coverage_options: passed to :class:`coverage.Coverage` (e.g.
+        ``config_file``, ``source``, ``data_file``); ``data_suffix`` is ours.
+    """
+    global _session
+    with _lock:
+        if _session is not None:
+            return _session
+        checked = resolve_token(token)
+        if checked is None:
+            return None
+        cov = coverage.Coverage.current()
+        if cov is not None:
+            _session = CoverageSession(cov, owned=False, token=checked)
+        else:
+            cov = _new_coverage(core=core, contexts=contexts, options=coverage_options)
+            cov.start()
+            _session = CoverageSession(cov, owned=True, token=checked)
+        _install_nets(_session)
+        return _session
+
+
+def _new_coverage(
+    *, core: str | None, contexts: bool, options: dict[str, Any]
+) -> coverage.Coverage:
+    if "data_suffix" in options:
+        raise ConfigError(
+            f"data_suffix={options['data_suffix']!r} is set by wsgi_covguard itself"
+            " (one parallel data file per process); remove it"
+        )
+    try:
+        cov = coverage.Coverage(data_suffix=True, **options)
+    except TypeError as exc:
+        raise ConfigError(f"{exc}; see coverage.Coverage() for the options it takes") from None
+    except coverage.CoverageException as exc:
+        raise ConfigError(f"{exc}; fix the coverage configuration") from None
+    omit = cov.get_option("run:omit")
+    assert isinstance(omit, list)
+    cov.set_option("run:omit", [*omit, os.path.join(_PACKAGE_DIR, "*")])
+    if core is not None:
+        cov.set_option("run:core", core)
+    _choose_core(cov, contexts=contexts)
+    _check_writable(os.path.abspath(str(cov.get_option("run:data_file"))))
+    return cov
+
+
+def _choose_core(cov: coverage.Coverage, *, contexts: bool) -> None:
+    """Pick sysmon on 3.12+ unless the configuration needs a tracer that can do more.
+
+    An explicit choice (``core=``, ``[run] core``, ``COVERAGE_CORE``) wins. sysmon
+    records no dynamic contexts, and no branches before Python 3.14.
+    """
+    chosen = cov.get_option("run:core")
+    if contexts:
+        if chosen == "sysmon":
+            raise ConfigError(
+                "core 'sysmon' cannot record dynamic contexts; drop the contexts"
+                " option or set core to 'ctrace'"
+            )
+        if chosen is None:
+            cov.set_option("run:core", "ctrace")
+        return
+    if chosen is not None or cov.get_option("run:timid") or sys.version_info < (3, 12):
+        return
+    if cov.get_option("run:dynamic_context"):
+        return
+    if cov.get_option("run:branch") and sys.version_info < (3, 14):
+        return
+    concurrency = cov.get_option("run:concurrency")
+    assert isinstance(concurrency, list)
+    if any(lib in concurrency for lib in ("greenlet", "eventlet", "gevent")):
+        return
+    cov.set_option("run:core", "sysmon")
+
+
+def _check_writable(data_file: str) -> None:
+    """Refuse now a data file location we could not write at shutdown."""
+    folder = os.path.dirname(data_file)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write coverage data to {data_file!r} ({exc.strerror or exc});"
+            " set COVERAGE_FILE or [run] data_file to a writable location"
+        ) from None
+
+
+def _install_nets(session: CoverageSession) -> None:
+    """Save on every way out: normal exit, SIGTERM, and SIGINT even if ignored."""
+    atexit.register(session.finish)
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread
+    # A server started as ``cmd &`` by a non-interactive shell inherits SIGINT
+    # ignored; every SIGINT stop (ours, Ctrl-C) would silently do nothing.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    # Where SIGTERM would kill the process without running atexit (waitress,
+    # werkzeug), save first, then die of SIGTERM as the sender expects. A
+    # server with its own handler (gunicorn) exits through atexit instead.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+
+        def _save_then_terminate(signum: int, frame: FrameType | None) -> None:
+            session.finish()
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, _save_then_terminate)
