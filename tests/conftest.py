@@ -13,7 +13,7 @@ def taskboard(tmp_path: Path) -> Path:
     """A private copy of the Flask example: its data files land there alone."""
     folder = tmp_path / "taskboard-app"
     shutil.copytree(
-        FLASK_EXAMPLE, folder, ignore=shutil.ignore_patterns(".coverage*", "__pycache__")
+        FLASK_EXAMPLE, folder, ignore=shutil.ignore_patterns(".coverage.*", "__pycache__")
     )
     return folder
 

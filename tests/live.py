@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -179,7 +180,11 @@ def data_files(folder: Path) -> list[Path]:
 
 
 def measured_lines(folder: Path, package: str) -> dict[str, set[int]]:
-    """Combine the folder's parallel data files; lines per file of ``package``."""
+    """Combine the folder's parallel data files; lines per file of ``package``.
+
+    Files are named from the package on (``taskboard/store.py``), wherever the
+    package lives.
+    """
     files = data_files(folder)
     assert files, f"no coverage data file in {folder}"
     combined = coverage.CoverageData(basename=str(folder / "combined.coverage"))
@@ -188,8 +193,58 @@ def measured_lines(folder: Path, package: str) -> dict[str, set[int]]:
         part = coverage.CoverageData(basename=str(path))
         part.read()
         combined.update(part)
-    return {
-        Path(name).relative_to(folder).as_posix(): set(combined.lines(name) or ())
-        for name in combined.measured_files()
-        if f"/{package}/" in name or name.endswith(f"/{package}.py")
-    }
+    found = {}
+    for name in combined.measured_files():
+        parts = Path(name).parts
+        for i, part in enumerate(parts):
+            if part in (package, f"{package}.py"):
+                found["/".join(parts[i:])] = set(combined.lines(name) or ())
+                break
+    return found
+
+
+class CovguardServe:
+    """``covguard serve`` in a subprocess; the URL comes from its ready line."""
+
+    def __init__(
+        self, args: list[str], *, cwd: Path, token: str | None = TOKEN, timeout: float = 30
+    ) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("COVGUARD_")}
+        if token is not None:
+            env["COVGUARD_TOKEN"] = token
+        self.token = token
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "wsgi_covguard", "serve", "--port", "0", *args],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        self.pid = self.process.pid
+        self.stderr = ""
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        self.ready_line = self.process.stdout.readline() if ready else ""
+        if not self.ready_line.startswith("covguard: serving"):
+            self.process.kill()
+            _, self.stderr = self.process.communicate(timeout=timeout)
+            raise AssertionError(f"no ready line, got {self.ready_line!r}; stderr:\n{self.stderr}")
+        self.url = self.ready_line.split(" on ")[1].split()[0]
+
+    def get(self, path: str, **kwargs: object) -> requests.Response:
+        return requests.get(self.url + path, timeout=10, **kwargs)  # type: ignore[arg-type]
+
+    def shutdown(self) -> requests.Response:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        return requests.post(self.url + "/__shutdown__", headers=headers, timeout=10)
+
+    def wait(self, timeout: float = 5.0) -> int:
+        _, self.stderr = self.process.communicate(timeout=timeout)
+        return self.process.returncode
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.communicate(timeout=10)  # reaps it and closes the pipes

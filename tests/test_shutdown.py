@@ -47,7 +47,7 @@ def coverage_run_lines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, se
 
     folder = tmp_path_factory.mktemp("reference") / "taskboard-app"
     shutil.copytree(
-        FLASK_EXAMPLE, folder, ignore=shutil.ignore_patterns(".coverage*", "__pycache__")
+        FLASK_EXAMPLE, folder, ignore=shutil.ignore_patterns(".coverage.*", "__pycache__")
     )
     port = free_port()
     argv = [

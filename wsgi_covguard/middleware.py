@@ -89,7 +89,7 @@ class CovGuard:
         self._routes: dict[str, _Handler] = {shutdown_path: self._shutdown}
         self._lock = threading.Lock()
         self._in_flight = 0
-        self._stopping = threading.Event()
+        self._stopping = False
         self._announce()
 
     @property
@@ -145,20 +145,34 @@ class CovGuard:
         return handler(environ)
 
     def _shutdown(self, environ: WSGIEnvironment) -> Response:
-        response = _json({"status": "stopping", "pid": os.getpid()}, 202)
-        if not self._stopping.is_set():
-            self._stopping.set()
-            # close() runs once the body is on the wire; stopping before that
-            # lost the response on werkzeug.
-            response.call_on_close(lambda: self._begin_shutdown(environ))
+        # Found now, in the request's thread, while the server is on the stack.
+        stopper = find_stopper(environ)
+        body = json.dumps({"status": "stopping", "pid": os.getpid()}).encode() + b"\n"
+        response = Response(
+            _ThenRun(body, lambda: self.begin_shutdown(stopper)),
+            status=202,
+            mimetype="application/json",
+        )
+        response.headers["Content-Length"] = str(len(body))
         return response
 
-    def _begin_shutdown(self, environ: WSGIEnvironment) -> None:
-        # Here, in the request's thread, the server is still on the call stack.
-        stopper = find_stopper(environ)
+    def begin_shutdown(self, stopper: Callable[[], None]) -> bool:
+        """Drain, save and call ``stopper``, in a thread of its own; once.
+
+        The shutdown route calls it with the stopper of the server it runs
+        under; ``covguard serve`` also calls it on SIGTERM. Returns False if a
+        shutdown had already begun (nothing more is done).
+        """
+        if self._session is None:
+            return False
+        with self._lock:
+            if self._stopping:
+                return False
+            self._stopping = True
         threading.Thread(
             target=self._drain_save_stop, args=(stopper,), name="covguard-shutdown"
         ).start()
+        return True
 
     def _drain_save_stop(self, stopper: Callable[[], None]) -> None:
         deadline = time.monotonic() + self.drain_timeout
@@ -220,6 +234,30 @@ class _SizedTracked(_Tracked):
 
     def __len__(self) -> int:
         return len(self._inner)  # type: ignore[arg-type]
+
+
+class _ThenRun:
+    """A one-chunk body that runs ``action`` once it is written.
+
+    Stopping before the body is on the wire lost the response on werkzeug, so
+    ``action`` runs when the server comes back for the next chunk (the body is
+    written by then) or, failing that, from ``close()``. werkzeug skips
+    ``close()`` when the client resets the connection after reading, so close
+    alone is not enough.
+    """
+
+    def __init__(self, body: bytes, action: Callable[[], object]) -> None:
+        self._body = body
+        self._action: Callable[[], object] | None = action
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self._body
+        self.close()
+
+    def close(self) -> None:
+        action, self._action = self._action, None
+        if action is not None:
+            action()
 
 
 def _json(body: dict[str, Any], status: int) -> Response:

@@ -107,6 +107,13 @@ class CoverageSession:
                 self.coverage.stop()
             self._save()
 
+    def discard(self) -> None:
+        """Stop without saving: start-up failed, there is nothing worth keeping."""
+        with self._lock:
+            self._finished_pid = os.getpid()
+            if self.owned:
+                self.coverage.stop()
+
     def _save(self) -> None:
         try:
             self.coverage.save()

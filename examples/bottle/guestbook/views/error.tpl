@@ -1,0 +1,2 @@
+% rebase("layout")
+<h1>Not found</h1><p id="message">{{message}}</p>

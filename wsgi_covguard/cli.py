@@ -1,0 +1,379 @@
+"""The ``covguard`` command: serve an app under coverage, run a test command around it, stop it.
+
+``covguard serve APP``      serve APP (``module:attr``, ``module:factory()``) with coverage
+                            started before APP is imported
+``covguard run APP -- CMD`` serve, run CMD against it, stop, combine, report
+``covguard shutdown [URL]`` POST the shutdown route and wait until the server is gone
+
+``main(argv=None) -> int`` catches our own errors and prints one line: a wrong
+APP, port or server is a user's mistake, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import inspect
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Sequence
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError, CovGuardError
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+__all__ = ["main"]
+
+_READY = re.compile(r"^covguard: serving \S+ on (?P<url>http://\S+) ")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = _parser()
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    # Everything after "--" is `covguard run`'s COMMAND, options included.
+    command: list[str] = []
+    if "--" in arguments:
+        split = arguments.index("--")
+        arguments, command = arguments[:split], arguments[split + 1 :]
+    args = parser.parse_args(arguments)
+    args.command = command
+    try:
+        return int(args.func(args))
+    except CovGuardError as exc:
+        print(str(exc) if str(exc).startswith("covguard:") else f"covguard: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="covguard", description="The coverage of a live WSGI server."
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="serve a WSGI app with coverage measuring")
+    _add_serve_options(serve)
+    serve.set_defaults(func=_serve)
+
+    run = commands.add_parser(
+        "run",
+        help="serve APP, run COMMAND against it, stop it, report",
+        usage="covguard run APP [serve options] [--html DIR] [--fail-under PCT]"
+        " -- COMMAND [ARGS...]",
+    )
+    _add_serve_options(run)
+    run.set_defaults(port=0)
+    run.add_argument("--html", metavar="DIR", help="also write an HTML report to DIR")
+    run.add_argument(
+        "--fail-under", type=float, metavar="PCT", help="exit 2 if the total is below PCT"
+    )
+    run.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long the server may take to listen (default: %(default)s)",
+    )
+    run.set_defaults(func=_run)
+
+    shutdown = commands.add_parser("shutdown", help="stop a server through its shutdown route")
+    shutdown.add_argument("url", nargs="?", help="the server's URL (default: $COVGUARD_URL)")
+    shutdown.add_argument("--token", help="the control token (default: $COVGUARD_TOKEN)")
+    shutdown.add_argument("--path", default="/__shutdown__", help="default: %(default)s")
+    shutdown.add_argument("--timeout", type=float, default=30.0, help="default: %(default)ss")
+    shutdown.set_defaults(func=_shutdown)
+    return parser
+
+
+def _add_serve_options(parser: argparse.ArgumentParser) -> None:
+    from .servers import SERVERS
+
+    parser.add_argument("app", metavar="APP", help="module:attribute, module:factory() or module")
+    parser.add_argument(
+        "--server", default="waitress", help=f"{' | '.join(SERVERS)} (default: waitress)"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
+    parser.add_argument(
+        "--port", type=int, default=8000, help="0 picks a free port (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=4, help="worker threads (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--app-dir", default=".", help="folder to import APP from (default: the current one)"
+    )
+    parser.add_argument(
+        "--contexts",
+        action="store_true",
+        help="use a core that records dynamic contexts (per-test labels)",
+    )
+
+
+# -- serve ----------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from . import CovGuard, start
+    from .servers import check_available, create_server
+
+    check_available(args.server)
+    token = os.environ.get("COVGUARD_TOKEN") or _generated_token()
+    session = start(token=token, contexts=args.contexts)
+    assert session is not None
+    try:
+        sys.path.insert(0, os.path.abspath(args.app_dir))
+        app = load_app(args.app)
+        # Bind before CovGuard announces that it measures: a busy port is one line.
+        front = _Front()
+        server = create_server(args.server, front, args.host, args.port, args.threads)
+        guard = app if isinstance(app, CovGuard) else CovGuard(app, token=token)
+        front.app = guard
+    except CovGuardError:
+        session.discard()  # a failed start has nothing worth saving
+        raise
+
+    def _graceful(signum: int, frame: FrameType | None) -> None:
+        guard.begin_shutdown(server.stop)
+
+    signal.signal(signal.SIGTERM, _graceful)
+    print(
+        f"covguard: serving {args.app} on {server.url} ({server.name}, core {session.core},"
+        f" pid {os.getpid()})",
+        flush=True,
+    )
+    # Ctrl-C, or our own stop, for servers whose loop does not catch it.
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    session.finish()
+    return 0
+
+
+class _Front:
+    """The application the server is bound with, set once the guard exists."""
+
+    app: WSGIApplication
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        return self.app(environ, start_response)
+
+
+def _generated_token() -> str:
+    """A fresh token, in a file only this user can read (mkstemp makes it 0600)."""
+    token = secrets.token_urlsafe(24)
+    fd, path = tempfile.mkstemp(prefix="covguard-token-")
+    with os.fdopen(fd, "w") as file:
+        file.write(token + "\n")
+    os.environ["COVGUARD_TOKEN"] = token
+    print(f"covguard: COVGUARD_TOKEN was not set; the token is in {path}", file=sys.stderr)
+    return token
+
+
+def load_app(spec: str) -> WSGIApplication:
+    """Import ``module:attribute``, ``module:factory()`` or ``module`` (meaning ``module:app``)."""
+    module_name, _, attribute = spec.partition(":")
+    attribute = attribute or "app"
+    call = attribute.endswith("()")
+    attribute = attribute.removesuffix("()")
+    if not module_name or not attribute.isidentifier():
+        raise ConfigError(f"APP {spec!r} is not of the form module:attribute or module:factory()")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise ConfigError(
+                f"cannot import {module_name!r} (no such module); check APP, or run from the"
+                " folder that holds it or pass --app-dir"
+            ) from None
+        raise ConfigError(f"importing {module_name!r} failed: {exc}") from None
+    except Exception as exc:
+        raise ConfigError(
+            f"importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+        ) from None
+    try:
+        obj: Any = getattr(module, attribute)
+    except AttributeError:
+        raise ConfigError(
+            f"module {module_name!r} has no attribute {attribute!r}; APP is module:attribute"
+        ) from None
+    if call:
+        obj = obj()
+    return _checked_wsgi(obj, spec)
+
+
+def _checked_wsgi(obj: Any, spec: str) -> WSGIApplication:
+    fix = "APP must name a WSGI callable taking (environ, start_response)"
+    if inspect.isclass(obj) or not callable(obj):
+        raise ConfigError(
+            f"{spec!r} is {type(obj).__name__} {obj!r:.60}, not a WSGI application; {fix}"
+        )
+    try:
+        inspect.signature(obj).bind({}, None)
+    except TypeError:
+        hint = f"; did you mean {spec}()?" if not spec.endswith("()") else ""
+        raise ConfigError(f"{spec!r} does not take (environ, start_response){hint}") from None
+    except ValueError:
+        pass  # no signature to check (a builtin); trust it
+    app: WSGIApplication = obj
+    return app
+
+
+# -- run ------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    command: list[str] = args.command
+    if not command:
+        raise ConfigError(
+            "no COMMAND to run; write it after --, e.g. covguard run app:app -- pytest"
+        )
+    from .servers import check_available
+
+    check_available(args.server)
+    token = secrets.token_urlsafe(24)
+    env = {**os.environ, "COVGUARD_TOKEN": token}
+    serve_argv = [
+        sys.executable, "-m", "wsgi_covguard", "serve", args.app, "--server", args.server,
+        "--host", args.host, "--port", str(args.port), "--threads", str(args.threads),
+        "--app-dir", args.app_dir, *(["--contexts"] if args.contexts else []),
+    ]  # fmt: skip
+    server = subprocess.Popen(serve_argv, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        url = _wait_ready(server, args.ready_timeout)
+        status = subprocess.call(command, env={**env, "COVGUARD_URL": url})
+        stopped = _stop(url, token, server)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    reported = _report(args.html, args.fail_under) if stopped else None
+    if status != 0:
+        return status
+    if not stopped:
+        print(
+            f"covguard: the server did not stop cleanly (exit {server.returncode})", file=sys.stderr
+        )
+        return 2
+    return 0 if reported else 2
+
+
+def _wait_ready(server: subprocess.Popen[str], timeout: float) -> str:
+    """Read the server's stdout until its ready line; forward the rest."""
+    assert server.stdout is not None
+    found: list[str] = []
+    ready = threading.Event()
+
+    def pump() -> None:
+        assert server.stdout is not None
+        for line in server.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            match = _READY.match(line)
+            if match and not found:
+                found.append(match["url"])
+                ready.set()
+        ready.set()  # stdout closed: the server is gone
+
+    threading.Thread(target=pump, daemon=True).start()
+    if not ready.wait(timeout):
+        raise ConfigError(f"the server did not listen within {timeout:g}s; see its output above")
+    if not found:
+        code = server.wait()
+        raise ConfigError(f"the server exited with status {code} before listening; see above")
+    return found[0]
+
+
+def _stop(url: str, token: str, server: subprocess.Popen[str]) -> bool:
+    try:
+        _post_shutdown(url, token, "/__shutdown__")
+    except CovGuardError as exc:
+        print(str(exc), file=sys.stderr)
+        return False
+    try:
+        return server.wait(timeout=60) == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def _report(html: str | None, fail_under: float | None) -> bool:
+    """Combine every parallel data file, print the report; False if below the bar."""
+    import coverage
+
+    cov = coverage.Coverage()
+    try:
+        cov.combine()
+        cov.save()
+        total = cov.report(show_missing=True)
+        if html:
+            cov.html_report(directory=html)
+            print(f"covguard: HTML report in {os.path.join(html, 'index.html')}")
+    except coverage.CoverageException as exc:
+        print(f"covguard: no report: {exc}", file=sys.stderr)
+        return False
+    bar = fail_under if fail_under is not None else float(cov.get_option("report:fail_under") or 0)  # type: ignore[arg-type]
+    if total < bar:
+        print(
+            f"covguard: total coverage {total:.2f}% is below --fail-under {bar:g}%", file=sys.stderr
+        )
+        return False
+    return True
+
+
+# -- shutdown -------------------------------------------------------------------
+
+
+def _shutdown(args: argparse.Namespace) -> int:
+    url = args.url or os.environ.get("COVGUARD_URL")
+    token = args.token or os.environ.get("COVGUARD_TOKEN")
+    if not url:
+        raise ConfigError("no server URL; pass it or set COVGUARD_URL")
+    if not token:
+        raise ConfigError("no token; pass --token or set COVGUARD_TOKEN")
+    _post_shutdown(url, token, args.path)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        if not _answers(url):
+            print(f"covguard: {url} has stopped")
+            return 0
+        time.sleep(0.1)
+    print(f"covguard: {url} still answers after {args.timeout:g}s", file=sys.stderr)
+    return 1
+
+
+def _post_shutdown(url: str, token: str, path: str) -> None:
+    request = urllib.request.Request(
+        url.rstrip("/") + path, method="POST", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            status = answer.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except OSError as exc:
+        raise CovGuardError(f"covguard: cannot reach {url}: {exc}") from None
+    if status != 202:
+        raise CovGuardError(f"covguard: {url}{path} answered {status}, not 202; check the token")
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
