@@ -1,0 +1,54 @@
+"""The examples as a user runs them: under ``covguard run``, and on their own."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from live import ROOT, data_files, measured_lines
+
+PY = sys.executable
+EXAMPLES = {"flask": "taskboard", "bottle": "guestbook"}
+
+
+@pytest.fixture(params=list(EXAMPLES))
+def example(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, str]:
+    name = str(request.param)
+    folder = tmp_path / name
+    shutil.copytree(ROOT / "examples" / name, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    return folder, EXAMPLES[name]
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("COVGUARD_", "COVERAGE_"))}
+
+
+def test_under_covguard_run_the_tests_pass_and_the_report_names_the_app(
+    example: tuple[Path, str],
+) -> None:
+    folder, package = example
+    done = subprocess.run(
+        [PY, "-m", "wsgi_covguard", "run", "wsgi:application", "--html", "htmlcov", "--",
+         PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=folder, env=clean_env(), capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert " passed" in done.stdout
+    assert f"{package}/__init__.py" in done.stdout
+    assert (folder / "htmlcov" / "index.html").exists()
+
+
+def test_on_their_own_the_tests_start_and_stop_the_server(example: tuple[Path, str]) -> None:
+    folder, package = example
+    done = subprocess.run(
+        [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=folder, env=clean_env(), capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(data_files(folder)) == 1, "the server saved its data when the tests stopped it"
+    lines = measured_lines(folder, package)
+    assert len(lines[f"{package}/__init__.py"]) > 20
