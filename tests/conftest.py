@@ -5,7 +5,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from live import FLASK_EXAMPLE, TEST_APPS, LiveServer
+import requests
+from live import (
+    FLASK_EXAMPLE,
+    HTTPBIN_COVERAGERC,
+    TEST_APPS,
+    LiveServer,
+    coverage_run_reference,
+    drive_httpbin,
+)
 
 
 @pytest.fixture
@@ -39,3 +47,21 @@ def servers() -> Iterator[Callable[..., LiveServer]]:
     yield launch
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def httpbin_reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[int]]:
+    """What ``coverage run`` measures of httpbin (a real third-party app) for the workload."""
+    folder = tmp_path_factory.mktemp("httpbin-reference")
+    (folder / ".coveragerc").write_text(HTTPBIN_COVERAGERC)
+
+    def drive(url: str) -> None:
+        drive_httpbin(lambda path: requests.get(url + path, timeout=10))
+
+    lines = coverage_run_reference(folder, "httpbin:app", drive, "httpbin")
+    import httpbin.core
+
+    source = Path(httpbin.core.__file__).read_text().splitlines()
+    decorator = source.index('@app.route("/get", methods=("GET",))') + 1
+    assert decorator in lines["httpbin/core.py"], "the reference holds import-time lines"
+    return lines

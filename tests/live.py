@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import coverage
@@ -248,3 +249,41 @@ class CovguardServe:
         if self.process.poll() is None:
             self.process.kill()
         self.process.communicate(timeout=10)  # reaps it and closes the pipes
+
+
+HTTPBIN_COVERAGERC = "[run]\nsource_pkgs = httpbin\n"
+
+
+def drive_httpbin(get: Callable[[str], requests.Response], rounds: int = 1) -> None:
+    """The same workload on httpbin whatever the server: its lines do not depend on which
+    process or thread answers."""
+    for _ in range(rounds):
+        assert get("/get?x=1").json()["args"] == {"x": "1"}
+        assert get("/status/418").status_code == 418
+        assert get("/headers").status_code == 200
+        assert get("/base64/aGVsbG8=").text == "hello"
+        assert get("/nope").status_code == 404
+
+
+def coverage_run_reference(
+    folder: Path, app: str, drive: Callable[[str], None], package: str
+) -> dict[str, set[int]]:
+    """The lines ``coverage run`` measures around single-process waitress for ``drive(url)``."""
+    port = free_port()
+    argv = [sys.executable, "-m", "coverage", "run", "-p", "-m", "waitress",
+            f"--listen=127.0.0.1:{port}", app]  # fmt: skip
+    server = LiveServer(argv, cwd=folder, port=port, token=None, background=False)
+    try:
+        server.wait_listening()
+        drive(server.url)
+        server.signal(signal.SIGINT)
+        assert server.wait(timeout=10) == 0
+    finally:
+        server.stop()
+    return measured_lines(folder, package)
+
+
+def children(pid: int) -> list[int]:
+    """The pids of a process's children (gunicorn's workers), from /proc."""
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(child) for child in text.split()]

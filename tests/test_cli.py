@@ -14,7 +14,15 @@ from pathlib import Path
 
 import pytest
 import requests
-from live import ROOT, TOKEN, CovguardServe, data_files, free_port, measured_lines
+from live import (
+    HTTPBIN_COVERAGERC,
+    ROOT,
+    TOKEN,
+    CovguardServe,
+    data_files,
+    drive_httpbin,
+    measured_lines,
+)
 
 PY = sys.executable
 SERVERS = ["waitress", "werkzeug", "cheroot", "wsgiref"]
@@ -23,7 +31,7 @@ SERVERS = ["waitress", "werkzeug", "cheroot", "wsgiref"]
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A folder whose coverage configuration measures httpbin (a site-packages app)."""
-    (tmp_path / ".coveragerc").write_text("[run]\nsource_pkgs = httpbin\n")
+    (tmp_path / ".coveragerc").write_text(HTTPBIN_COVERAGERC)
     (tmp_path / "notwsgi.py").write_text(
         "app = 42\n\ndef create_app():\n    return 'not an app'\n\ndef factory():\n"
         "    from httpbin import app\n    return app\n"
@@ -46,73 +54,19 @@ def serve(project: Path) -> Iterator[type[CovguardServe]]:
         server.stop()
 
 
-def drive(get: object) -> None:
-    """The same workload for every server."""
-    assert callable(get)
-    assert get("/get?x=1").json()["args"] == {"x": "1"}
-    assert get("/status/418").status_code == 418
-    assert get("/headers").status_code == 200
-    assert get("/base64/aGVsbG8=").text == "hello"
-    assert get("/nope").status_code == 404
-
-
-@pytest.fixture(scope="module")
-def reference_lines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[int]]:
-    """``coverage run`` around waitress-serve: the lines to match."""
-    folder = tmp_path_factory.mktemp("reference")
-    (folder / ".coveragerc").write_text("[run]\nsource_pkgs = httpbin\n")
-    port = free_port()
-    argv = [
-        PY,
-        "-m",
-        "coverage",
-        "run",
-        "-p",
-        "-m",
-        "waitress",
-        f"--listen=127.0.0.1:{port}",
-        "httpbin:app",
-    ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COVGUARD_")}
-    server = subprocess.Popen(argv, cwd=folder, env=env, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the reference server did not listen"
-                time.sleep(0.05)
-        drive(lambda path: requests.get(f"http://127.0.0.1:{port}{path}", timeout=10))
-        server.send_signal(signal.SIGINT)
-        assert server.wait(timeout=10) == 0
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-    lines = measured_lines(folder, "httpbin")
-    import httpbin.core
-
-    source = Path(httpbin.core.__file__).read_text().splitlines()
-    decorator = source.index('@app.route("/get", methods=("GET",))') + 1
-    assert decorator in lines["httpbin/core.py"], "the reference holds import-time lines"
-    return lines
-
-
 @pytest.mark.parametrize("server", SERVERS)
 def test_serve_measures_what_coverage_run_measures(
-    server: str, project: Path, serve: type[CovguardServe], reference_lines: dict[str, set[int]]
+    server: str, project: Path, serve: type[CovguardServe], httpbin_reference: dict[str, set[int]]
 ) -> None:
     live = serve(["httpbin:app", "--server", server])
     assert live.url.startswith("http://127.0.0.1:")
     assert f"({server}, core " in live.ready_line
     assert f"pid {live.pid})" in live.ready_line
-    drive(live.get)
+    drive_httpbin(live.get)
     assert live.shutdown().status_code == 202
     assert live.wait() == 0, live.stderr
     assert "Traceback" not in live.stderr
-    assert measured_lines(project, "httpbin") == reference_lines
+    assert measured_lines(project, "httpbin") == httpbin_reference
 
 
 def test_a_factory_is_called(project: Path, serve: type[CovguardServe]) -> None:

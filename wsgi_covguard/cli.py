@@ -112,8 +112,9 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         "--port", type=int, default=8000, help="0 picks a free port (default: %(default)s)"
     )
     parser.add_argument(
-        "--threads", type=int, default=4, help="worker threads (default: %(default)s)"
+        "--threads", type=int, help="threads per process (default: the server's own)"
     )
+    parser.add_argument("--workers", type=int, help="worker processes, gunicorn only (default: 1)")
     parser.add_argument(
         "--app-dir", default=".", help="folder to import APP from (default: the current one)"
     )
@@ -129,9 +130,10 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from . import CovGuard, start
-    from .servers import check_available, create_server
+    from .servers import Options, check_available, create_server
 
-    check_available(args.server)
+    options = Options(threads=args.threads, workers=args.workers)
+    check_available(args.server, options)
     token = os.environ.get("COVGUARD_TOKEN") or _generated_token()
     session = start(token=token, contexts=args.contexts)
     assert session is not None
@@ -140,14 +142,14 @@ def _serve(args: argparse.Namespace) -> int:
         app = load_app(args.app)
         # Bind before CovGuard announces that it measures: a busy port is one line.
         front = _Front()
-        server = create_server(args.server, front, args.host, args.port, args.threads)
+        server = create_server(args.server, front, args.host, args.port, options)
         guard = app if isinstance(app, CovGuard) else CovGuard(app, token=token)
         front.app = guard
     except CovGuardError:
         session.discard()  # a failed start has nothing worth saving
         raise
 
-    def _graceful(signum: int, frame: FrameType | None) -> None:
+    def _graceful(signum: int, frame: FrameType | None) -> None:  # gunicorn has its own
         guard.begin_shutdown(server.stop)
 
     signal.signal(signal.SIGTERM, _graceful)
@@ -241,15 +243,17 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError(
             "no COMMAND to run; write it after --, e.g. covguard run app:app -- pytest"
         )
-    from .servers import check_available
+    from .servers import Options, check_available
 
-    check_available(args.server)
+    check_available(args.server, Options(threads=args.threads, workers=args.workers))
     token = secrets.token_urlsafe(24)
     env = {**os.environ, "COVGUARD_TOKEN": token}
     serve_argv = [
         sys.executable, "-m", "wsgi_covguard", "serve", args.app, "--server", args.server,
-        "--host", args.host, "--port", str(args.port), "--threads", str(args.threads),
-        "--app-dir", args.app_dir, *(["--contexts"] if args.contexts else []),
+        "--host", args.host, "--port", str(args.port), "--app-dir", args.app_dir,
+        *(["--threads", str(args.threads)] if args.threads else []),
+        *(["--workers", str(args.workers)] if args.workers else []),
+        *(["--contexts"] if args.contexts else []),
     ]  # fmt: skip
     server = subprocess.Popen(serve_argv, env=env, stdout=subprocess.PIPE, text=True)
     try:

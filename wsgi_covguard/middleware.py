@@ -34,7 +34,7 @@ from werkzeug.wrappers import Response
 from .auth import is_loopback, resolve_token
 from .errors import ConfigError
 from .session import CoverageSession, get_session, start
-from .stopping import find_stopper
+from .stopping import Stopper, find_stopper
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -156,7 +156,7 @@ class CovGuard:
         response.headers["Content-Length"] = str(len(body))
         return response
 
-    def begin_shutdown(self, stopper: Callable[[], None]) -> bool:
+    def begin_shutdown(self, stopper: Stopper) -> bool:
         """Drain, save and call ``stopper``, in a thread of its own; once.
 
         The shutdown route calls it with the stopper of the server it runs
@@ -174,7 +174,10 @@ class CovGuard:
         ).start()
         return True
 
-    def _drain_save_stop(self, stopper: Callable[[], None]) -> None:
+    def _drain_save_stop(self, stopper: Stopper) -> None:
+        if stopper.drains:
+            stopper()  # the server drains; each process saves at its exit
+            return
         deadline = time.monotonic() + self.drain_timeout
         while self._in_flight > 0 and time.monotonic() < deadline:
             time.sleep(0.01)

@@ -2,26 +2,26 @@
 
 Each launcher binds the socket first (so ``--port 0`` has a real port to report
 and a busy port fails at start-up), then returns a :class:`Server` whose
-``run()`` blocks until the server stops and whose ``stop()`` is the server's
-own clean way out, called from another thread (see :mod:`.stopping`).
+``run()`` blocks until the server stops and whose ``stop`` is the server's own
+clean way out, called from another thread (see :mod:`.stopping`).
 """
 
 from __future__ import annotations
 
 import errno
 import importlib.util
-import signal
-import threading
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
+from .stopping import CallStop, InterruptMain, Stopper, TerminateMaster
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
-__all__ = ["SERVERS", "Server", "create_server"]
+__all__ = ["SERVERS", "Server", "check_available", "create_server"]
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,8 @@ class Server:
     name: str
     host: str
     port: int
-    run: Callable[[], None]
-    stop: Callable[[], None]
+    run: Callable[[], object]
+    stop: Stopper
 
     @property
     def url(self) -> str:
@@ -40,46 +40,88 @@ class Server:
         return f"http://{host}:{self.port}"
 
 
-def _interrupt_main() -> None:
-    main = threading.main_thread().ident
-    assert main is not None
-    signal.pthread_kill(main, signal.SIGINT)
+@dataclass(frozen=True)
+class Options:
+    """What the command line says about threads and processes (None: the server's default)."""
+
+    threads: int | None = None
+    workers: int | None = None
 
 
-def _waitress(app: WSGIApplication, host: str, port: int, threads: int) -> Server:
+def _waitress(app: WSGIApplication, host: str, port: int, options: Options) -> Server:
     import waitress.server
 
-    server = waitress.server.create_server(app, host=host, port=port, threads=threads)
+    server = waitress.server.create_server(app, host=host, port=port, threads=options.threads or 4)
     # waitress's clean way out is KeyboardInterrupt in its loop; close() from
     # another thread hangs.
     bound_port = int(server.effective_port)  # type: ignore[union-attr]
-    return Server("waitress", host, bound_port, server.run, _interrupt_main)
+    return Server("waitress", host, bound_port, server.run, InterruptMain())
 
 
-def _werkzeug(app: WSGIApplication, host: str, port: int, threads: int) -> Server:
+def _werkzeug(app: WSGIApplication, host: str, port: int, options: Options) -> Server:
     from werkzeug.serving import make_server
 
-    server = make_server(host, port, app, threaded=threads > 1)
-    return Server("werkzeug", host, server.server_port, server.serve_forever, _interrupt_main)
+    server = make_server(host, port, app, threaded=options.threads != 1)
+    return Server("werkzeug", host, server.server_port, server.serve_forever, InterruptMain())
 
 
-def _cheroot(app: WSGIApplication, host: str, port: int, threads: int) -> Server:
+def _cheroot(app: WSGIApplication, host: str, port: int, options: Options) -> Server:
     from cheroot.wsgi import Server as CherootServer
 
-    server = CherootServer((host, port), app, numthreads=threads)
+    server = CherootServer((host, port), app, numthreads=options.threads or 10)
     server.prepare()  # binds; start() is prepare() + serve()
     bound_port = int(server.bind_addr[1])
-    return Server("cheroot", host, bound_port, server.serve, server.stop)
+    return Server("cheroot", host, bound_port, server.serve, CallStop(server, "stop"))
 
 
-def _wsgiref(app: WSGIApplication, host: str, port: int, threads: int) -> Server:
+def _wsgiref(app: WSGIApplication, host: str, port: int, options: Options) -> Server:
     from wsgiref.simple_server import make_server
 
     server = make_server(host, port, app)
-    return Server("wsgiref", host, server.server_port, server.serve_forever, server.shutdown)
+    return Server(
+        "wsgiref", host, server.server_port, server.serve_forever, CallStop(server, "shutdown")
+    )
 
 
-_Launcher = Callable[["WSGIApplication", str, int, int], Server]
+def _gunicorn(app: WSGIApplication, host: str, port: int, options: Options) -> Server:
+    from gunicorn.app.base import BaseApplication
+    from gunicorn.arbiter import Arbiter
+
+    # We bind, gunicorn inherits the socket (``fd://``): the port is known now.
+    listener = socket.create_server((host, port))
+    listener.set_inheritable(True)
+    settings = {
+        "bind": [f"fd://{listener.fileno()}"],
+        "workers": options.workers or 1,
+        "threads": options.threads or 1,  # more than 1 makes gunicorn use gthread
+    }
+
+    class GracefulArbiter(Arbiter):  # type: ignore[misc]
+        """Ctrl-C stops gracefully too: workers finish and save, as on SIGTERM."""
+
+        def handle_int(self) -> None:
+            self.handle_term()
+
+    class CovguardApplication(BaseApplication):  # type: ignore[misc]
+        # The app is already imported here, in the master, with coverage
+        # running: every worker forks with it, as with --preload.
+        socket = listener  # kept open: gunicorn only has its file descriptor
+
+        def load_config(self) -> None:
+            for key, value in settings.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return app
+
+        def run(self) -> None:
+            GracefulArbiter(self).run()
+
+    return Server("gunicorn", host, listener.getsockname()[1], CovguardApplication().run,
+                  TerminateMaster(in_master=True))  # fmt: skip
+
+
+_Launcher = Callable[["WSGIApplication", str, int, Options], Server]
 
 #: name -> (launcher, module it needs, extra that installs it)
 SERVERS: dict[str, tuple[_Launcher, str, str | None]] = {
@@ -87,13 +129,25 @@ SERVERS: dict[str, tuple[_Launcher, str, str | None]] = {
     "werkzeug": (_werkzeug, "werkzeug", None),
     "cheroot": (_cheroot, "cheroot", "cheroot"),
     "wsgiref": (_wsgiref, "wsgiref", None),
+    "gunicorn": (_gunicorn, "gunicorn", "gunicorn"),
 }
 
+#: The only server with several processes.
+PREFORK = {"gunicorn"}
 
-def check_available(name: str) -> None:
-    """Fail now, in one line, for an unknown server or one not installed."""
+
+def check_available(name: str, options: Options = Options()) -> None:
+    """Fail now, in one line, for an unknown server, one not installed, or a bad option."""
     if name not in SERVERS:
         raise ConfigError(f"unknown server {name!r}; choose one of {', '.join(SERVERS)}")
+    for option, value in (("--threads", options.threads), ("--workers", options.workers)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{option} {value} must be 1 or more")
+    if options.workers is not None and name not in PREFORK:
+        raise ConfigError(
+            f"--workers is for gunicorn; {name} serves from one process (drop --workers"
+            " or use --server gunicorn)"
+        )
     _, module, extra = SERVERS[name]
     if importlib.util.find_spec(module) is None:
         raise ConfigError(
@@ -101,12 +155,14 @@ def check_available(name: str) -> None:
         )
 
 
-def create_server(name: str, app: WSGIApplication, host: str, port: int, threads: int) -> Server:
+def create_server(
+    name: str, app: WSGIApplication, host: str, port: int, options: Options = Options()
+) -> Server:
     """Bind ``name`` on ``host:port`` serving ``app``; a busy port is a ConfigError."""
-    check_available(name)
+    check_available(name, options)
     launcher = SERVERS[name][0]
     try:
-        return launcher(app, host, port, threads)
+        return launcher(app, host, port, options)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise ConfigError(

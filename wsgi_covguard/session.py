@@ -159,6 +159,7 @@ def start(
         checked = resolve_token(token)
         if checked is None:
             return None
+        _refuse_unsupported_servers()
         cov = coverage.Coverage.current()
         if cov is not None:
             _session = CoverageSession(cov, owned=False, token=checked)
@@ -168,6 +169,16 @@ def start(
             _session = CoverageSession(cov, owned=True, token=checked)
         _install_nets(_session)
         return _session
+
+
+def _refuse_unsupported_servers() -> None:
+    """Refuse at start-up what would half-work: better no data than silently partial data."""
+    if "uwsgi" in sys.modules:  # the module uWSGI embeds in its own processes
+        raise ConfigError(
+            "uWSGI is not supported: when it stops, workers with requests in flight are killed"
+            " without running atexit, so their coverage would be lost; measure under gunicorn,"
+            " waitress or `covguard serve` instead"
+        )
 
 
 def _new_coverage(

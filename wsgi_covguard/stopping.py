@@ -10,7 +10,8 @@ server (``SERVER_SOFTWARE``)   clean stop
 waitress, Werkzeug             SIGINT to the main thread: the serve loop
                                catches ``KeyboardInterrupt``, exits 0
 gunicorn                       SIGTERM to the master (``os.getppid()``):
-                               graceful for every worker
+                               every worker finishes its requests, exits
+                               through ``atexit`` and saves its own data
 Cheroot                        ``HTTPServer.stop()`` from another thread
 wsgiref, other socketserver    ``BaseServer.shutdown()`` from another thread
 ============================  ===========================================
@@ -32,21 +33,29 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
-__all__ = ["Stopper", "find_stopper"]
+__all__ = ["CallStop", "InterruptMain", "Stopper", "TerminateMaster", "find_stopper"]
 
 
 class Stopper(Protocol):
-    """Stops the server; called once, off the server's own threads."""
+    """Stops the server; called once, off the server's own threads.
+
+    ``drains`` is True when the server itself lets requests in flight finish
+    and every process exit through ``atexit`` (gunicorn's graceful stop): the
+    middleware then neither drains nor saves first, so each worker saves once,
+    at its own exit.
+    """
 
     name: str
+    drains: bool
 
     def __call__(self) -> None: ...
 
 
-class _InterruptMain:
+class InterruptMain:
     """SIGINT to the main thread, which raises ``KeyboardInterrupt`` there."""
 
     name = "SIGINT to the main thread"
+    drains = False
 
     def __call__(self) -> None:
         main = threading.main_thread().ident
@@ -54,17 +63,26 @@ class _InterruptMain:
         signal.pthread_kill(main, signal.SIGINT)
 
 
-class _TerminateParent:
-    """SIGTERM to the pre-fork master: a graceful stop of every worker."""
+class TerminateMaster:
+    """SIGTERM to the pre-fork master: a graceful stop of every worker.
+
+    From a worker the master is the parent; from the master, itself.
+    """
 
     name = "SIGTERM to the master process"
+    drains = True
+
+    def __init__(self, *, in_master: bool = False) -> None:
+        self._in_master = in_master
 
     def __call__(self) -> None:
-        os.kill(os.getppid(), signal.SIGTERM)
+        os.kill(os.getpid() if self._in_master else os.getppid(), signal.SIGTERM)
 
 
-class _CallStop:
+class CallStop:
     """Call the server object's own stop method (``shutdown`` or ``stop``)."""
+
+    drains = False
 
     def __init__(self, server: Any, method: str) -> None:
         self._server = server
@@ -81,18 +99,18 @@ def find_stopper(environ: WSGIEnvironment) -> Stopper:
     Call it from the request's thread: socketserver and cheroot servers are
     found on that thread's call stack.
     """
+    if "gunicorn.socket" in environ:
+        return TerminateMaster()
     software: str = environ.get("SERVER_SOFTWARE", "")
-    if software.startswith("gunicorn"):
-        return _TerminateParent()
     server = _server_on_stack()
     if software.startswith(("waitress", "Werkzeug")) and _sigint_works():
         # SIGINT, not shutdown(): ``flask run --reload`` serves from a thread
         # while the main thread waits in the reloader, and shutdown() hangs.
-        return _InterruptMain()
+        return InterruptMain()
     if server is not None:
         method = "shutdown" if isinstance(server, socketserver.BaseServer) else "stop"
-        return _CallStop(server, method)
-    return _InterruptMain()
+        return CallStop(server, method)
+    return InterruptMain()
 
 
 def _sigint_works() -> bool:
