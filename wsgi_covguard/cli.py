@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Sequence
 from types import FrameType
@@ -97,6 +98,14 @@ def _parser() -> argparse.ArgumentParser:
     shutdown.add_argument("--path", default="/__shutdown__", help="default: %(default)s")
     shutdown.add_argument("--timeout", type=float, default=30.0, help="default: %(default)ss")
     shutdown.set_defaults(func=_shutdown)
+
+    collect = commands.add_parser(
+        "collect", help="download each server's coverage data as a parallel data file here"
+    )
+    collect.add_argument("urls", nargs="+", metavar="URL", help="the servers' URLs")
+    collect.add_argument("--token", help="the control token (default: $COVGUARD_TOKEN)")
+    collect.add_argument("--prefix", default="/__coverage__", help="default: %(default)s")
+    collect.set_defaults(func=_collect)
     return parser
 
 
@@ -356,6 +365,49 @@ def _shutdown(args: argparse.Namespace) -> int:
         time.sleep(0.1)
     print(f"covguard: {url} still answers after {args.timeout:g}s", file=sys.stderr)
     return 1
+
+
+# -- collect --------------------------------------------------------------------
+
+
+def _collect(args: argparse.Namespace) -> int:
+    token = args.token or os.environ.get("COVGUARD_TOKEN")
+    if not token:
+        raise ConfigError("no token; pass --token or set COVGUARD_TOKEN")
+    failures = 0
+    for url in args.urls:
+        request = urllib.request.Request(
+            url.rstrip("/") + args.prefix + "/data", headers={"Authorization": f"Bearer {token}"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                body = answer.read()
+        except urllib.error.HTTPError as exc:
+            print(f"covguard: {url}: answered {exc.code}; check the token and URL", file=sys.stderr)
+            failures += 1
+            continue
+        except OSError as exc:
+            print(f"covguard: {url}: cannot reach it ({exc})", file=sys.stderr)
+            failures += 1
+            continue
+        # Named after the server, beside the configured data file: `coverage
+        # combine` (with the user's [paths] remapping) picks it up.
+        target = f"{_data_file()}.{_host_slug(url)}.collected"
+        with open(target, "wb") as file:
+            file.write(body)
+        print(f"covguard: {url} -> {target}")
+    return 1 if failures else 0
+
+
+def _data_file() -> str:
+    import coverage
+
+    return str(coverage.Coverage().get_option("run:data_file"))
+
+
+def _host_slug(url: str) -> str:
+    netloc = urllib.parse.urlsplit(url).netloc or url
+    return re.sub(r"[^A-Za-z0-9_-]", "_", netloc)
 
 
 def _post_shutdown(url: str, token: str, path: str) -> None:

@@ -27,14 +27,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from werkzeug.wrappers import Response
 
 from .auth import is_loopback, resolve_token
+from .control import ControlRoutes, json_response
 from .errors import ConfigError
 from .session import CoverageSession, get_session, start
 from .stopping import Stopper, find_stopper
+from .workers import ProcessGroup
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -55,6 +57,8 @@ class CovGuard:
         one the middleware is inert.
     :param shutdown_path: the ``PATH_INFO`` of the shutdown route, so it works
         under any ``SCRIPT_NAME`` mount point.
+    :param control_prefix: where the live control routes live
+        (``<prefix>/save``, ``/reset``, ``/context``, ``/status``, ``/data``).
     :param allow_remote: accept control requests from outside loopback (also
         ``COVGUARD_ALLOW_REMOTE=1``). Off by default: the token is the only
         other line of defence.
@@ -68,6 +72,7 @@ class CovGuard:
         *,
         token: str | None = None,
         shutdown_path: str = "/__shutdown__",
+        control_prefix: str = "/__coverage__",
         allow_remote: bool = False,
         drain_timeout: float = 10.0,
     ) -> None:
@@ -75,8 +80,9 @@ class CovGuard:
         self.shutdown_path = shutdown_path
         self.allow_remote = allow_remote or os.environ.get(ALLOW_REMOTE_ENV) == "1"
         self.drain_timeout = drain_timeout
-        if not shutdown_path.startswith("/"):
-            raise ConfigError(f"shutdown_path {shutdown_path!r} must start with '/'")
+        for name, path in (("shutdown_path", shutdown_path), ("control_prefix", control_prefix)):
+            if not path.startswith("/") or path.endswith("/") or len(path) < 2:
+                raise ConfigError(f"{name} {path!r} must start with '/' and not end with one")
         if drain_timeout < 0:
             raise ConfigError(f"drain_timeout {drain_timeout!r} must be 0 seconds or more")
 
@@ -85,10 +91,18 @@ class CovGuard:
         self._session: CoverageSession | None = None
         if self._token is None:
             return  # inert: nothing started, nothing written, no route
-        self._session = session or start(token=self._token.reveal())
-        self._routes: dict[str, _Handler] = {shutdown_path: self._shutdown}
+        session = session or start(token=self._token.reveal())
+        assert session is not None  # a token was given
+        self._session = session
         self._lock = threading.Lock()
         self._in_flight = 0
+        group = ProcessGroup(session)
+        group.listen_if_prefork()
+        controls = ControlRoutes(group, lambda: self._in_flight)
+        self._routes: dict[str, tuple[str, _Handler]] = {
+            shutdown_path: ("POST", self._shutdown),
+            **controls.table(control_prefix),
+        }
         self._stopping = False
         self._announce()
 
@@ -105,9 +119,9 @@ class CovGuard:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if self._session is None:
             return self.app(environ, start_response)
-        handler = self._routes.get(environ.get("PATH_INFO", ""))
-        if handler is not None:
-            return self._control(handler, environ)(environ, start_response)
+        route = self._routes.get(environ.get("PATH_INFO", ""))
+        if route is not None:
+            return self._control(*route, environ)(environ, start_response)
         with self._lock:
             self._in_flight += 1
         try:
@@ -125,14 +139,14 @@ class CovGuard:
 
     # -- control -------------------------------------------------------------
 
-    def _control(self, handler: _Handler, environ: WSGIEnvironment) -> Response:
-        """Refuse what is not an authenticated POST from an allowed client."""
-        if environ.get("REQUEST_METHOD") != "POST":
-            response = _json({"error": "method not allowed; use POST"}, 405)
-            response.headers["Allow"] = "POST"
+    def _control(self, method: str, handler: _Handler, environ: WSGIEnvironment) -> Response:
+        """Refuse all but an authenticated request, with its method, from an allowed client."""
+        if environ.get("REQUEST_METHOD") != method:
+            response = json_response({"error": f"method not allowed; use {method}"}, 405)
+            response.headers["Allow"] = method
             return response
         if not self.allow_remote and not is_loopback(environ):
-            return _json(
+            return json_response(
                 {
                     "error": "control requests are accepted from loopback only"
                     f" (set {ALLOW_REMOTE_ENV}=1 to allow others)"
@@ -141,7 +155,7 @@ class CovGuard:
             )
         assert self._token is not None
         if not self._token.matches_bearer(environ):
-            return _json({"error": "missing or wrong 'Authorization: Bearer' token"}, 403)
+            return json_response({"error": "missing or wrong 'Authorization: Bearer' token"}, 403)
         return handler(environ)
 
     def _shutdown(self, environ: WSGIEnvironment) -> Response:
@@ -261,10 +275,6 @@ class _ThenRun:
         action, self._action = self._action, None
         if action is not None:
             action()
-
-
-def _json(body: dict[str, Any], status: int) -> Response:
-    return Response(json.dumps(body) + "\n", status=status, mimetype="application/json")
 
 
 def _say(message: str) -> None:

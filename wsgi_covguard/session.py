@@ -22,6 +22,7 @@ itself. We only add three things coverage's API leaves to its caller:
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import signal
 import sys
@@ -62,6 +63,8 @@ class CoverageSession:
         self.owned = owned
         self.token = token
         self.announced = False
+        #: The dynamic context set through :meth:`switch_context`, if any.
+        self.context: str | None = None
         # RLock: the SIGTERM net can run finish() in the main thread while it
         # is already inside finish().
         self._lock = threading.RLock()
@@ -72,11 +75,21 @@ class CoverageSession:
         # A fork while another thread held the lock would leave it held forever.
         self._lock = threading.RLock()
 
-    @property
+    @functools.cached_property
     def core(self) -> str:
         """The measuring core in use: ``sysmon``, ``ctrace`` or ``pytrace``."""
         info = dict(self.coverage.sys_info())
         return _CORE_NAMES.get(str(info.get("core")), str(info.get("core")))
+
+    @property
+    def supports_contexts(self) -> bool:
+        """False for sysmon, which records no dynamic contexts."""
+        return self.core != "sysmon"
+
+    @property
+    def current_file(self) -> str:
+        """This process's data file as named now (the name changes with each save)."""
+        return self.coverage.get_data().data_filename()
 
     @property
     def data_file(self) -> str:
@@ -106,6 +119,28 @@ class CoverageSession:
             if self.owned:
                 self.coverage.stop()
             self._save()
+
+    def reset(self) -> None:
+        """Forget what was measured so far, in memory and on disk; measuring goes on.
+
+        The collector keeps running (restarting it would stop tracing the
+        server's existing threads under ctrace): its pending lines are flushed
+        into the data and the data erased with its file. sysmon disables each
+        line's event after its first hit; those events are re-armed.
+        """
+        with self._lock:
+            self.coverage.get_data().erase()
+            monitoring = getattr(sys, "monitoring", None)  # Python 3.12+
+            if monitoring is not None and self.core == "sysmon":
+                monitoring.restart_events()
+            if self.context is not None:  # erasing forgot it too
+                self.coverage.switch_context(self.context)
+
+    def switch_context(self, context: str) -> None:
+        """Record the lines run from now on under ``context`` (process-wide)."""
+        with self._lock:
+            self.coverage.switch_context(context)
+            self.context = context
 
     def discard(self) -> None:
         """Stop without saving: start-up failed, there is nothing worth keeping."""

@@ -1,0 +1,113 @@
+"""The pytest plugin: a live server for the session, per-test contexts, pytest-cov, xdist."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import coverage
+import httpbin.core
+import pytest
+from live import HTTPBIN_COVERAGERC, data_files
+
+CORE_PY = Path(httpbin.core.__file__).read_text().splitlines()
+GET_BODY = CORE_PY.index('    return jsonify(get_dict("url", "args", "headers", "origin"))') + 1
+HEADERS_BODY = CORE_PY.index("    return jsonify(get_dict('headers'))") + 1
+
+TESTS = """
+import urllib.request
+
+
+def test_get(covguard_server):
+    with urllib.request.urlopen(covguard_server.url + "/get") as answer:
+        assert answer.status == 200
+
+
+def test_headers(covguard_server):
+    with urllib.request.urlopen(covguard_server.url + "/headers") as answer:
+        assert answer.status == 200
+
+
+def test_without_the_server():
+    assert True
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / ".coveragerc").write_text(HTTPBIN_COVERAGERC)
+    (tmp_path / "test_e2e.py").write_text(TESTS)
+    return tmp_path
+
+
+def run_pytest(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COVGUARD_", "PYTEST_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        cwd=project, env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+
+
+def contexts_of(path: Path) -> dict[int, list[str]]:
+    data = coverage.CoverageData(basename=str(path))
+    data.read()
+    core = next(name for name in data.measured_files() if name.endswith("httpbin/core.py"))
+    return data.contexts_by_lineno(core)
+
+
+def test_each_server_line_carries_the_node_id_of_the_test_that_ran_it(project: Path) -> None:
+    done = run_pytest(
+        project, "--covguard-app", "httpbin:app", "--covguard-contexts", "test_e2e.py"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 passed" in done.stdout
+    [server_data] = data_files(project)
+    by_line = contexts_of(server_data)
+    assert by_line[GET_BODY] == ["test_e2e.py::test_get"]
+    assert by_line[HEADERS_BODY] == ["test_e2e.py::test_headers"]
+
+
+def test_the_ini_options_work_too(project: Path) -> None:
+    (project / "pytest.ini").write_text(
+        "[pytest]\ncovguard_app = httpbin:app\ncovguard_server = werkzeug\n"
+    )
+    done = run_pytest(project, "test_e2e.py")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(data_files(project)) == 1
+
+
+def test_pytest_cov_reports_the_servers_files(project: Path) -> None:
+    done = run_pytest(
+        project, "--covguard-app", "httpbin:app", "--cov", "--cov-report=term", "test_e2e.py"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    row = next(line for line in done.stdout.splitlines() if "httpbin/core.py" in line)
+    statements, missed = (int(field) for field in row.split()[1:3])
+    assert missed < statements, "the server's lines are in pytest-cov's report"
+
+
+def test_under_xdist_each_worker_has_its_own_server(project: Path) -> None:
+    done = run_pytest(
+        project, "-n", "2", "--dist", "each", "--covguard-app", "httpbin:app",
+        "--covguard-contexts", "test_e2e.py",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    servers = data_files(project)
+    assert len(servers) == 2, "one server per worker"
+    for server_data in servers:
+        by_line = contexts_of(server_data)
+        assert by_line[GET_BODY] == ["test_e2e.py::test_get"]
+        assert by_line[HEADERS_BODY] == ["test_e2e.py::test_headers"]
+
+
+def test_the_plugin_is_inert_unless_asked(project: Path) -> None:
+    done = run_pytest(project, "test_e2e.py::test_without_the_server")
+    assert done.returncode == 0
+    assert data_files(project) == []
+    asked = run_pytest(project, "test_e2e.py::test_get")
+    assert asked.returncode != 0
+    assert (
+        "covguard_server needs the app to serve: pass --covguard-app" in asked.stdout + asked.stderr
+    )

@@ -1,0 +1,142 @@
+"""The live control routes: save, reset, context, status and data.
+
+Each is a small handler from a WSGI environ to a :class:`werkzeug.wrappers.Response`
+with a JSON body (the data route answers the SQLite file itself). The middleware
+has already checked the method, the client address and the token. Under a
+pre-fork server, save, reset and context reach every process and data combines
+every process's file (see :mod:`.workers`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import coverage
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.wrappers import Request, Response
+
+from .workers import ProcessGroup
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
+
+__all__ = ["ControlRoutes", "json_response"]
+
+#: Longest accepted context name: a test's node id fits easily.
+MAX_CONTEXT = 1024
+
+
+def json_response(body: dict[str, Any], status: int = 200) -> Response:
+    return Response(json.dumps(body) + "\n", status=status, mimetype="application/json")
+
+
+class ControlRoutes:
+    """The handlers behind ``<prefix>/save``, ``/reset``, ``/context``, ``/status``, ``/data``."""
+
+    def __init__(self, group: ProcessGroup, in_flight: Callable[[], int]) -> None:
+        self.group = group
+        self.session = group.session
+        self._in_flight = in_flight
+
+    def table(self, prefix: str) -> dict[str, tuple[str, Callable[[WSGIEnvironment], Response]]]:
+        """``PATH_INFO`` -> (the one method allowed, handler)."""
+        return {
+            f"{prefix}/save": ("POST", self.save),
+            f"{prefix}/reset": ("POST", self.reset),
+            f"{prefix}/context": ("POST", self.context),
+            f"{prefix}/status": ("GET", self.status),
+            f"{prefix}/data": ("GET", self.data),
+        }
+
+    def save(self, environ: WSGIEnvironment) -> Response:
+        answers, errors = self.group.broadcast({"op": "save"})
+        return json_response({"saved": [a["pid"] for a in answers], "errors": errors})
+
+    def reset(self, environ: WSGIEnvironment) -> Response:
+        answers, errors = self.group.broadcast({"op": "reset"})
+        return json_response({"reset": [a["pid"] for a in answers], "errors": errors})
+
+    def context(self, environ: WSGIEnvironment) -> Response:
+        if not self.session.supports_contexts:
+            return json_response(
+                {"error": f"the {self.session.core} core records no dynamic contexts;"
+                 " restart with `covguard serve --contexts` or start(contexts=True)"},
+                409,
+            )  # fmt: skip
+        request = Request(environ)
+        request.max_content_length = MAX_CONTEXT * 4
+        try:
+            name = _context_name(request)
+        except RequestEntityTooLarge:
+            return json_response(
+                {"error": f"a context name is {MAX_CONTEXT} characters at most"}, 413
+            )
+        if name is None:
+            return json_response(
+                {"error": "send the context name as the body (text/plain, or JSON"
+                 f' {{"context": "..."}}), 1 to {MAX_CONTEXT} characters'},
+                400,
+            )  # fmt: skip
+        answers, errors = self.group.broadcast({"op": "context", "context": name})
+        return json_response(
+            {"context": name, "processes": [a["pid"] for a in answers], "errors": errors}
+        )
+
+    def status(self, environ: WSGIEnvironment) -> Response:
+        session = self.session
+        return json_response(
+            {
+                "pid": os.getpid(),
+                "core": session.core,
+                "measuring": not session.finished,
+                "data_file": session.data_file,
+                "context": session.context,
+                "contexts_supported": session.supports_contexts,
+                "in_flight": self._in_flight(),
+                "workers": self.group.worker_count(),
+            }
+        )
+
+    def data(self, environ: WSGIEnvironment) -> Response:
+        answers, errors = self.group.broadcast({"op": "save"})
+        if errors:
+            return json_response({"error": "some processes did not answer", "errors": errors}, 503)
+        with tempfile.TemporaryDirectory(prefix="covguard-data-") as folder:
+            combined = coverage.CoverageData(basename=os.path.join(folder, "combined"))
+            for answer in answers:
+                if os.path.exists(answer["data_file"]):
+                    part = coverage.CoverageData(basename=answer["data_file"])
+                    part.read()
+                    combined.update(part)
+            combined.write()
+            combined.close()
+            with open(combined.data_filename(), "rb") as file:
+                body = file.read()
+        name = f".coverage.{socket.gethostname().replace('.', '_')}.pid{os.getpid()}.collected"
+        response = Response(body, mimetype="application/vnd.sqlite3")
+        response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+        return response
+
+
+def _context_name(request: Request) -> str | None:
+    """The context from a text/plain body or JSON ``{"context": ...}``; None if unusable."""
+    raw = request.get_data(cache=False)
+    name: Any
+    if request.mimetype == "application/json":
+        try:
+            name = json.loads(raw).get("context")
+        except (ValueError, AttributeError):
+            return None
+    else:
+        try:
+            name = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            return None
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_CONTEXT or not name.isprintable():
+        return None
+    return name

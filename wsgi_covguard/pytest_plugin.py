@@ -1,0 +1,134 @@
+"""pytest plugin: run the live server for the end-to-end tests, with coverage.
+
+Inert unless asked: nothing starts until a test requests the ``covguard_server``
+fixture, which needs ``--covguard-app APP`` (or the ``covguard_app`` ini option).
+
+- ``covguard_server`` (session scope) starts ``covguard serve APP`` on a free port
+  in a subprocess, waits until it listens, and yields an object with ``.url`` and
+  ``.token``. At the end of the session it stops the server through the shutdown
+  route and waits for it, so its data files are in place before pytest-cov
+  combines them. Under pytest-xdist each worker gets its own server.
+- ``--covguard-contexts``: before each test that uses the server, the server's
+  dynamic context is set to the test's node id (the live-server equivalent of
+  pytest-cov's ``--cov-context=test``), so ``coverage html --show-contexts``
+  shows which end-to-end test ran each server line. ``switch_context`` is
+  process-wide, which is why each xdist worker has a server of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+__all__ = ["LiveServer"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("covguard", "live-server coverage (wsgi_covguard)")
+    group.addoption("--covguard-app", metavar="APP", help="module:attribute of the app to serve")
+    group.addoption("--covguard-server", metavar="NAME", help="waitress (default), werkzeug, ...")
+    group.addoption(
+        "--covguard-contexts",
+        action="store_true",
+        help="label the server's lines with the node id of the test that ran them",
+    )
+    parser.addini("covguard_app", "module:attribute of the app to serve")
+    parser.addini("covguard_server", "the server for covguard serve (default: waitress)")
+
+
+@dataclass
+class LiveServer:
+    """The running server: where it is, and how to talk to its control routes."""
+
+    url: str
+    token: str
+    process: subprocess.Popen[str]
+
+    def control(self, path: str, body: bytes | None = None) -> dict[str, object]:
+        request = urllib.request.Request(
+            self.url + path,
+            data=body,
+            method="POST" if body is not None else "GET",
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "text/plain"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            result: dict[str, object] = json.loads(answer.read())
+        return result
+
+    def set_context(self, name: str) -> None:
+        self.control("/__coverage__/context", name.encode())
+
+    def stop(self) -> int:
+        """Stop through the route and wait: the data is saved when this returns."""
+        if self.process.poll() is None:
+            request = urllib.request.Request(
+                self.url + "/__shutdown__",
+                method="POST",
+                headers={"Authorization": f"Bearer {self.token}"},
+            )
+            with urllib.request.urlopen(request, timeout=30):
+                pass
+        return self.process.wait(timeout=60)
+
+
+def _setting(config: pytest.Config, name: str) -> str | None:
+    value = config.getoption(f"--covguard-{name}") or config.getini(f"covguard_{name}")
+    return str(value) if value else None
+
+
+@pytest.fixture(scope="session")
+def covguard_server(pytestconfig: pytest.Config) -> Iterator[LiveServer]:
+    """The app served by ``covguard serve`` under coverage, for the whole session."""
+    app = _setting(pytestconfig, "app")
+    if app is None:
+        raise pytest.UsageError(
+            "covguard_server needs the app to serve: pass --covguard-app module:app"
+            " or set covguard_app in the pytest configuration"
+        )
+    token = secrets.token_urlsafe(24)
+    argv = [sys.executable, "-m", "wsgi_covguard", "serve", app, "--port", "0"]
+    # Importable from the project's root as well as from the current folder.
+    argv += ["--app-dir", str(pytestconfig.rootpath)]
+    argv += ["--server", _setting(pytestconfig, "server") or "waitress"]
+    if pytestconfig.getoption("--covguard-contexts"):
+        argv.append("--contexts")
+    process = subprocess.Popen(
+        argv,
+        env={**os.environ, "COVGUARD_TOKEN": token},
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout is not None
+    ready = process.stdout.readline()  # the ready line, or "" if it died first
+    if " on http" not in ready:
+        process.wait(timeout=30)
+        raise pytest.UsageError(
+            f"covguard serve {app} exited with status {process.returncode} before listening;"
+            " see its output above"
+        )
+    server = LiveServer(url=ready.split(" on ")[1].split()[0], token=token, process=process)
+    try:
+        yield server
+    finally:
+        server.stop()
+        process.stdout.close()
+
+
+@pytest.fixture(autouse=True)
+def _covguard_context(request: pytest.FixtureRequest) -> None:
+    """With --covguard-contexts, label the server's lines with this test's node id."""
+    if "covguard_server" not in request.fixturenames:
+        return
+    if not request.config.getoption("--covguard-contexts"):
+        return
+    server: LiveServer = request.getfixturevalue("covguard_server")
+    server.set_context(request.node.nodeid)

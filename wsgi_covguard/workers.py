@@ -1,0 +1,172 @@
+"""One command, every process: save, reset and context under a pre-fork server.
+
+A control request reaches one gunicorn worker, but every worker (and, with
+``--preload``, the master) holds part of the data. So each measuring process
+under gunicorn listens on a Unix socket of its own, ``<run dir>/<pid>.sock``,
+in a folder only this user can enter (mode 0700). The worker that receives the
+request applies the command to itself and sends it, one JSON line, to the
+master and each sibling: the pids come from ``/proc/<master>/task/<master>/children``
+(Linux), so nothing has to register or be cleaned up when a worker dies. A
+process that does not answer within a few seconds is reported, not waited for.
+
+The listener starts where the middleware is built, and again in each child
+after a fork (``os.register_at_fork``), since a preloaded app is built once in
+the master. Single-process servers never start one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import socketserver
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .session import CoverageSession
+
+__all__ = ["ProcessGroup"]
+
+_TIMEOUT = 10.0
+#: How long a sibling that is still booting may take to start listening.
+_BOOT_TIMEOUT = 5.0
+
+
+def _run_dir() -> Path:
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    folder = Path(base) / f"covguard-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    info = folder.stat()
+    if info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise PermissionError(f"{folder} must belong to uid {os.getuid()} with mode 0700")
+    return folder
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in text.split()]
+
+
+class ProcessGroup:
+    """This process and, under a pre-fork server, the master and the other workers."""
+
+    def __init__(self, session: CoverageSession) -> None:
+        self.session = session
+        self._server: socketserver.UnixStreamServer | None = None
+        self._forked_hook = False
+
+    # -- the commands, as each process applies them --------------------------------
+
+    def apply(self, command: dict[str, Any]) -> dict[str, Any]:
+        """Run one command in this process; the answer names the pid (and, for save, the file)."""
+        operation = command.get("op")
+        answer: dict[str, Any] = {"pid": os.getpid()}
+        if operation == "save":
+            self.session.save()
+            answer["data_file"] = self.session.current_file
+        elif operation == "reset":
+            self.session.reset()
+        elif operation == "context":
+            self.session.switch_context(str(command["context"]))
+        else:
+            raise ValueError(f"unknown command {operation!r}")
+        return answer
+
+    def broadcast(self, command: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+        """Apply ``command`` here and in every sibling; (answers, errors)."""
+        answers = [self.apply(command)]
+        errors = []
+        for pid in self.siblings():
+            try:
+                answers.append(self._send(pid, command))
+            except (OSError, ValueError) as exc:
+                errors.append(f"process {pid}: {exc}")
+        return answers, errors
+
+    def siblings(self) -> list[int]:
+        """The other measuring processes of this server: the master's other children (the
+        workers, given a few seconds to finish booting) and the master itself if it measures
+        (``--preload``)."""
+        if self._server is None:
+            return []
+        folder = _run_dir()
+        me, master = os.getpid(), os.getppid()
+        found = [master] if (folder / f"{master}.sock").exists() else []
+        deadline = time.monotonic() + _BOOT_TIMEOUT
+        for pid in _children(master):
+            if pid == me:
+                continue
+            # Workers are alike: this one measures, so a booting sibling soon listens.
+            while not (folder / f"{pid}.sock").exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            found.append(pid)
+        return found
+
+    def worker_count(self) -> int:
+        """Worker processes serving: the master's children under a pre-fork server, else 1."""
+        return len(_children(os.getppid())) if self._server is not None else 1
+
+    # -- the listener ------------------------------------------------------------------
+
+    def listen_if_prefork(self) -> None:
+        """Listen for siblings' commands under gunicorn, here and in forked children."""
+        if "gunicorn" not in sys.modules:
+            return
+        self._listen()
+        if not self._forked_hook:
+            self._forked_hook = True
+            os.register_at_fork(after_in_child=self._listen_in_child)
+
+    def _listen_in_child(self) -> None:
+        if self._server is not None:
+            self._server.socket.close()  # the parent's; its file is the parent's to remove
+            self._server = None
+        self._listen()
+
+    def _listen(self) -> None:
+        path = _run_dir() / f"{os.getpid()}.sock"
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # left by a dead process whose pid came back
+        group = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                try:
+                    answer = group.apply(json.loads(self.rfile.readline()))
+                except Exception as exc:  # answered, not raised: the caller reports it
+                    answer = {"pid": os.getpid(), "error": str(exc)}
+                self.wfile.write(json.dumps(answer).encode() + b"\n")
+
+        server = socketserver.ThreadingUnixStreamServer(str(path), Handler)
+        server.daemon_threads = True
+        self._server = server
+        owner = os.getpid()
+
+        def remove() -> None:
+            if os.getpid() == owner:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+        import atexit
+
+        atexit.register(remove)
+        threading.Thread(target=server.serve_forever, name="covguard-control", daemon=True).start()
+
+    def _send(self, pid: int, command: dict[str, Any]) -> dict[str, Any]:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(_TIMEOUT)
+            sock.connect(str(_run_dir() / f"{pid}.sock"))
+            sock.sendall(json.dumps(command).encode() + b"\n")
+            with sock.makefile("rb") as answers:
+                answer: dict[str, Any] = json.loads(answers.readline())
+        if "error" in answer:
+            raise ValueError(answer["error"])
+        return answer
