@@ -1,16 +1,18 @@
 # Two commands on a fresh machine:
-#   make demo   the Flask example under waitress + wsgi_covguard, its end-to-end tests
-#               against the live server, the shutdown route, a report and htmlcov/
+#   make demo   the Flask example under waitress + wsgi_covguard, its browser tests (headless
+#               Chromium) against the live server, the shutdown route, a report and htmlcov/
+#               (make demo-bottle, make demo-pyramid: the other examples)
 #   make test   lint, types, and every test on Python 3.11 and 3.13
-# Each sets itself up: virtual environments, `pip install -e .[test]`.
+# Each sets itself up: virtual environments, `pip install -e .[test]`, Debian's chromium.
 
 PYTHON ?= python3
 PY313 ?= $(shell pyenv root 2>/dev/null || echo $$HOME/.pyenv)/versions/3.13.0/bin/python3
 VENV := .venv
 VENV313 := .venv-3.13
 PYTEST_ARGS ?= -n 2
+CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo test lint venv clean
+.PHONY: demo demo-flask demo-bottle demo-pyramid test lint venv chromium screenshot clean
 
 venv: $(VENV)/.installed
 
@@ -32,15 +34,33 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: lint $(VENV313)/.installed
+# The browser tests drive Debian's Chromium (Playwright's own download cannot work here).
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1 && [ ! -x "$(CHROMIUM)" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make: installing Debian's chromium for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "make: Chromium is missing; run 'sudo apt-get install chromium' (or set CHROMIUM=/path/to/chromium)"; \
+	    exit 2; \
+	  fi; \
+	fi
+
+test: lint chromium $(VENV313)/.installed
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 	$(VENV313)/bin/python -m pytest $(PYTEST_ARGS)
 
-demo: $(VENV)/.installed
+demo: demo-flask
+
+demo-flask demo-bottle demo-pyramid: demo-%: $(VENV)/.installed chromium
 	rm -rf htmlcov .coverage .coverage.*
-	COVERAGE_RCFILE=examples/flask/.coveragerc $(VENV)/bin/covguard run wsgi:application \
-		--app-dir examples/flask --server waitress --html htmlcov \
-		-- $(VENV)/bin/python -m pytest -p no:cacheprovider examples/flask/tests
+	COVERAGE_RCFILE=examples/$*/.coveragerc $(VENV)/bin/covguard run wsgi:application \
+		--app-dir examples/$* --server waitress --html htmlcov \
+		-- $(VENV)/bin/python -m pytest -p no:cacheprovider examples/$*/tests
+
+# Retake docs/report-contexts.png, the HTML report with per-test contexts the README shows.
+screenshot: $(VENV)/.installed chromium
+	COVGUARD_UPDATE_DOCS=1 $(VENV)/bin/python -m pytest -q tests/test_report_screenshot.py
 
 clean:
 	rm -rf $(VENV) $(VENV313) htmlcov .coverage .coverage.* *.egg-info

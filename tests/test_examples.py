@@ -12,7 +12,7 @@ import pytest
 from live import ROOT, data_files, measured_lines
 
 PY = sys.executable
-EXAMPLES = {"flask": "taskboard", "bottle": "guestbook"}
+EXAMPLES = {"flask": "taskboard", "bottle": "guestbook", "pyramid": "bookshelf"}
 
 
 @pytest.fixture(params=list(EXAMPLES))
@@ -52,3 +52,25 @@ def test_on_their_own_the_tests_start_and_stop_the_server(example: tuple[Path, s
     assert len(data_files(folder)) == 1, "the server saved its data when the tests stopped it"
     lines = measured_lines(folder, package)
     assert len(lines[f"{package}/__init__.py"]) > 20
+
+
+def test_without_a_browser_the_tests_fail_saying_what_to_install(tmp_path: Path) -> None:
+    folder = tmp_path / "flask"
+    shutil.copytree(
+        ROOT / "examples" / "flask", folder, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    env = {
+        **clean_env(),
+        "CHROMIUM": str(tmp_path / "no-chromium-here"),
+        "PATH": str(Path(PY).parent),
+    }
+    done = subprocess.run(
+        [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=folder, env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "skipped" not in done.stdout
+    missing = tmp_path / "no-chromium-here"
+    assert (
+        f"no Chromium at {missing}: apt-get install chromium, or set CHROMIUM=/path" in done.stdout
+    )

@@ -8,7 +8,7 @@ fixture, which needs ``--covguard-app APP`` (or the ``covguard_app`` ini option)
   ``.token``. At the end of the session it stops the server through the shutdown
   route and waits for it, so its data files are in place before pytest-cov
   combines them. Under pytest-xdist each worker gets its own server.
-- ``--covguard-contexts``: before each test that uses the server, the server's
+- ``--covguard-contexts``: before each test, once the server runs, the server's
   dynamic context is set to the test's node id (the live-server equivalent of
   pytest-cov's ``--cov-context=test``), so ``coverage html --show-contexts``
   shows which end-to-end test ran each server line. ``switch_context`` is
@@ -79,6 +79,9 @@ class LiveServer:
         return self.process.wait(timeout=60)
 
 
+_SERVER = pytest.StashKey[LiveServer]()
+
+
 def _setting(config: pytest.Config, name: str) -> str | None:
     value = config.getoption(f"--covguard-{name}") or config.getini(f"covguard_{name}")
     return str(value) if value else None
@@ -116,19 +119,23 @@ def covguard_server(pytestconfig: pytest.Config) -> Iterator[LiveServer]:
             " see its output above"
         )
     server = LiveServer(url=ready.split(" on ")[1].split()[0], token=token, process=process)
+    pytestconfig.stash[_SERVER] = server
     try:
         yield server
     finally:
+        del pytestconfig.stash[_SERVER]
         server.stop()
         process.stdout.close()
 
 
-@pytest.fixture(autouse=True)
-def _covguard_context(request: pytest.FixtureRequest) -> None:
-    """With --covguard-contexts, label the server's lines with this test's node id."""
-    if "covguard_server" not in request.fixturenames:
-        return
-    if not request.config.getoption("--covguard-contexts"):
-        return
-    server: LiveServer = request.getfixturevalue("covguard_server")
-    server.set_context(request.node.nodeid)
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    """With --covguard-contexts, label the server's lines with this test's node id.
+
+    A hook rather than a fixture: it runs after set-up, so a server that this
+    test's fixtures started (directly or through ``getfixturevalue``) is labelled
+    too, right before the test body runs.
+    """
+    server = item.config.stash.get(_SERVER, None)
+    if server is not None and item.config.getoption("--covguard-contexts"):
+        server.set_context(item.nodeid)
