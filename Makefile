@@ -12,7 +12,7 @@ VENV313 := .venv-3.13
 PYTEST_ARGS ?= -n 2
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo demo-flask demo-bottle demo-pyramid test lint venv chromium screenshot clean
+.PHONY: demo demo-flask demo-bottle demo-pyramid test lint venv chromium screenshot bench clean
 
 venv: $(VENV)/.installed
 
@@ -57,6 +57,14 @@ demo-flask demo-bottle demo-pyramid: demo-%: $(VENV)/.installed chromium
 	COVERAGE_RCFILE=examples/$*/.coveragerc $(VENV)/bin/covguard run wsgi:application \
 		--app-dir examples/$* --server waitress --html htmlcov \
 		-- $(VENV)/bin/python -m pytest -p no:cacheprovider examples/$*/tests
+
+# Overhead, measured side by side (benchmarks/bench.py); prints a table, checks nothing.
+bench: $(VENV)/.installed $(VENV313)/.installed
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+	  else echo "make: wrk is missing; run 'sudo apt-get install wrk'"; exit 2; fi; }
+	$(VENV)/bin/python benchmarks/bench.py
 
 # Retake docs/report-contexts.png, the HTML report with per-test contexts the README shows.
 screenshot: $(VENV)/.installed chromium

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import subprocess
@@ -167,7 +168,8 @@ def test_data_is_a_sqlite_file_that_combine_accepts(project: Path, tmp_path: Pat
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / ".coverage.downloaded").write_bytes(answer.content)
-    sqlite3.connect(elsewhere / ".coverage.downloaded").execute("select * from file").fetchall()
+    with contextlib.closing(sqlite3.connect(elsewhere / ".coverage.downloaded")) as database:
+        assert database.execute("select count(*) from file").fetchone()[0] > 0
     subprocess.run(
         [PY, "-m", "coverage", "combine"], cwd=elsewhere, check=True, capture_output=True
     )

@@ -1,0 +1,225 @@
+"""wsgi_covguard's overhead, measured side by side: ``make bench``.
+
+Every figure is a median of rounds interleaved A B A B in one run, on the Flask example
+(pages, templates, JSON) served by waitress with 4 threads and loaded by wrk in another
+process, all on 127.0.0.1. It prints ratios and the figures behind them; it checks
+nothing against a threshold (the goals are in the README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "bench-token-0123456789abcdef"  # noqa: S105 (a local benchmark's token)
+PY311 = ROOT / ".venv" / "bin" / "python"
+PY313 = ROOT / ".venv-3.13" / "bin" / "python"
+BARE = "from taskboard import create_app\napplication = create_app()\n"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """One server process on 127.0.0.1, started and ended by us (by pid)."""
+
+    def __init__(self, argv: list[str], cwd: Path, port: int, token: bool) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("COVGUARD_", "COVERAGE_"))}
+        if token:
+            env["COVGUARD_TOKEN"] = TOKEN
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(self.url + "/", timeout=2):
+                    return
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{argv} did not start") from None
+                time.sleep(0.05)
+
+    def shutdown(self) -> float:
+        """POST the route; seconds until the process is gone."""
+        request = urllib.request.Request(
+            self.url + "/__shutdown__", method="POST", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        started = time.monotonic()
+        with urllib.request.urlopen(request, timeout=10):
+            pass
+        self.process.wait(timeout=30)
+        return time.monotonic() - started
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def wrk(url: str, seconds: int) -> float:
+    """Requests per second from wrk, one thread, four connections."""
+    script = str(Path(__file__).with_name("paths.lua"))
+    out = subprocess.run(
+        ["wrk", "-t1", "-c4", f"-d{seconds}s", "-s", script, url],
+        capture_output=True, text=True, check=True, timeout=seconds + 30,
+    ).stdout  # fmt: skip
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert match, out
+    return float(match[1])
+
+
+def waitress(python: Path, entry: str, port: int, *, under_coverage: bool = False) -> list[str]:
+    head = (
+        [str(python), "-m", "coverage", "run", "-p", "-m"]
+        if under_coverage
+        else [str(python), "-m"]
+    )
+    return [*head, "waitress", f"--listen=127.0.0.1:{port}", "--threads=4", f"{entry}:application"]
+
+
+def throughput(app: Path, configs: dict[str, Callable[[int], tuple[list[str], bool]]],
+               rounds: int, seconds: int) -> dict[str, float]:  # fmt: skip
+    """Median req/s of each config, the configs interleaved within every round."""
+    results: dict[str, list[float]] = {name: [] for name in configs}
+    for _ in range(rounds):
+        for name, make in configs.items():
+            port = free_port()
+            argv, token = make(port)
+            server = Server(argv, app, port, token)
+            try:
+                wrk(server.url, 1)  # warm up: imports, template compilation
+                results[name].append(wrk(server.url, seconds))
+            finally:
+                server.stop()
+    return {name: statistics.median(values) for name, values in results.items()}
+
+
+def shutdown_seconds(app: Path, make: Callable[[int], list[str]], rounds: int) -> float:
+    times = []
+    for _ in range(rounds):
+        port = free_port()
+        server = Server(make(port), app, port, token=True)
+        try:
+            wrk(server.url, 1)
+            times.append(server.shutdown())
+        finally:
+            server.stop()
+    return statistics.median(times)
+
+
+def middleware_cost(python: Path, app: Path) -> tuple[float, float]:
+    """µs per request of the app alone and behind an enabled CovGuard, tracing paused."""
+    script = """
+import timeit, wsgi_covguard, io
+session = wsgi_covguard.start()
+session.coverage.stop()  # measure the middleware, not the tracer
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"ok"]
+guard = wsgi_covguard.CovGuard(app)
+environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "REMOTE_ADDR": "127.0.0.1"}
+def call(handler):
+    body = handler(environ, lambda status, headers: None)
+    for chunk in body: pass
+    if hasattr(body, "close"): body.close()
+n = 200_000
+bare = min(timeit.repeat(lambda: call(app), number=n, repeat=5)) / n * 1e6
+wrapped = min(timeit.repeat(lambda: call(guard), number=n, repeat=5)) / n * 1e6
+print(bare, wrapped)
+"""
+    env = {**os.environ, "COVGUARD_TOKEN": TOKEN, "COVERAGE_FILE": str(app / ".coverage-cost")}
+    out = subprocess.run([str(python), "-c", script], cwd=app, env=env, capture_output=True,
+                         text=True, check=True).stdout.split()  # fmt: skip
+    return float(out[0]), float(out[1])
+
+
+def version(python: Path) -> str:
+    return subprocess.run([str(python), "-c", "import platform; print(platform.python_version())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+
+
+WERKZEUG = (
+    "import wsgi; from werkzeug.serving import run_simple;"
+    " run_simple('127.0.0.1', {}, wsgi.application, threaded=True)"
+)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=3, help="wrk duration per round")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("bench: wrk is missing; run 'sudo apt-get install wrk'", file=sys.stderr)
+        return 2
+    rounds, seconds = args.rounds, args.seconds
+    v313, v311 = version(PY313), version(PY311)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="covguard-bench-") as folder:
+        app = Path(folder) / "app"
+        skip = shutil.ignore_patterns("tests", "__pycache__")
+        shutil.copytree(ROOT / "examples" / "flask", app, ignore=skip)
+        (app / "bare.py").write_text(BARE)
+
+        for what, goal, configs in [
+            (f"Python {v313}: measuring (sysmon) / bare server", "≥ 0.90", {
+                "A": lambda p: (waitress(PY313, "wsgi", p), True),
+                "B": lambda p: (waitress(PY313, "bare", p), False)}),
+            (f"Python {v311}: measuring (ctrace) / `coverage run`", "≥ 0.95", {
+                "A": lambda p: (waitress(PY311, "wsgi", p), True),
+                "B": lambda p: (waitress(PY311, "bare", p, under_coverage=True), False)}),
+            (f"Python {v311}: inert middleware (no token) / bare app", "≥ 0.97", {
+                "A": lambda p: (waitress(PY311, "wsgi", p), False),
+                "B": lambda p: (waitress(PY311, "bare", p), False)}),
+        ]:  # fmt: skip
+            r = throughput(app, configs, rounds, seconds)
+            a, b = r["A"], r["B"]
+            rows.append(f"| {what} | {a:,.0f} req/s | {b:,.0f} req/s | **{a / b:.2f}** | {goal} |")
+
+        gunicorn = str(PY311.parent / "gunicorn")
+        for what, goal, make in [
+            ("waitress", "≤ 0.5 s", lambda p: waitress(PY311, "wsgi", p)),
+            ("werkzeug threaded", "≤ 0.5 s", lambda p: [str(PY311), "-c", WERKZEUG.format(p)]),
+            ("gunicorn -w 4 (master)", "≤ 2 s",
+             lambda p: [gunicorn, "-w", "4", "--bind", f"127.0.0.1:{p}", "wsgi:application"]),
+        ]:  # fmt: skip
+            gone = shutdown_seconds(app, make, rounds)
+            rows.append(f"| shutdown request → process gone, {what}, Python {v311} "
+                        f"| {gone:.2f} s | | | {goal} |")  # fmt: skip
+        bare_us, wrapped_us = middleware_cost(PY311, app)
+        rows.append(f"| the middleware's own cost per request, tracing paused, Python {v311} "
+                    f"| {wrapped_us - bare_us:.2f} µs | ({wrapped_us:.2f} vs {bare_us:.2f} µs "
+                    "for the bare call) | | report it |")  # fmt: skip
+
+    print(f"wsgi_covguard benchmark: examples/flask under waitress --threads=4; wrk -t1 -c4 "
+          f"-d{seconds:g}s over 5 paths; {rounds} rounds interleaved A B A B, medians; "
+          f"{os.cpu_count()} cores\n")  # fmt: skip
+    print("| what | A | B | A / B | goal |\n|---|---|---|---|---|")
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
