@@ -1,6 +1,6 @@
 """wsgi_covguard's overhead, measured side by side: ``make bench``.
 
-Every figure is a median of rounds interleaved A B A B in one run, on the Flask example
+Every figure is a median of rounds interleaved A B, B A in one run, on the Flask example
 (pages, templates, JSON) served by waitress with 4 threads and loaded by wrk in another
 process, all on 127.0.0.1. It prints ratios and the figures behind them; it checks
 nothing against a threshold (the goals are in the README).
@@ -101,10 +101,11 @@ def waitress(python: Path, entry: str, port: int, *, under_coverage: bool = Fals
 
 def throughput(app: Path, configs: dict[str, Callable[[int], tuple[list[str], bool]]],
                rounds: int, seconds: int) -> dict[str, float]:  # fmt: skip
-    """Median req/s of each config, the configs interleaved within every round."""
+    """Median req/s of each config, interleaved A B, B A, A B... so neither always goes first."""
     results: dict[str, list[float]] = {name: [] for name in configs}
-    for _ in range(rounds):
-        for name, make in configs.items():
+    for round_ in range(rounds):
+        order = list(configs.items())
+        for name, make in order if round_ % 2 == 0 else reversed(order):
             port = free_port()
             argv, token = make(port)
             server = Server(argv, app, port, token)
@@ -214,7 +215,7 @@ def main() -> int:
                     "for the bare call) | | report it |")  # fmt: skip
 
     print(f"wsgi_covguard benchmark: examples/flask under waitress --threads=4; wrk -t1 -c4 "
-          f"-d{seconds:g}s over 5 paths; {rounds} rounds interleaved A B A B, medians; "
+          f"-d{seconds:g}s over 5 paths; {rounds} rounds interleaved A B, B A, medians; "
           f"{os.cpu_count()} cores\n")  # fmt: skip
     print("| what | A | B | A / B | goal |\n|---|---|---|---|---|")
     print("\n".join(rows))

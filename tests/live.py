@@ -13,9 +13,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import coverage
 import requests
@@ -180,6 +182,17 @@ def data_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob(".coverage.*") if p.is_file())
 
 
+@contextlib.contextmanager
+def read_data(path: Path) -> Iterator[coverage.CoverageData]:
+    """A coverage data file, read, and closed afterwards (Python 3.13 warns otherwise)."""
+    data = coverage.CoverageData(basename=str(path))
+    try:
+        data.read()
+        yield data
+    finally:
+        data.close(force=True)
+
+
 def measured_lines(folder: Path, package: str) -> dict[str, set[int]]:
     """Combine the folder's parallel data files; lines per file of ``package``.
 
@@ -188,51 +201,70 @@ def measured_lines(folder: Path, package: str) -> dict[str, set[int]]:
     """
     files = data_files(folder)
     assert files, f"no coverage data file in {folder}"
-    combined = coverage.CoverageData(basename=str(folder / "combined.coverage"))
-    combined.erase()
+    lines: dict[str, set[int]] = {}
     for path in files:
-        part = coverage.CoverageData(basename=str(path))
-        part.read()
-        combined.update(part)
-    found = {}
-    for name in combined.measured_files():
-        parts = Path(name).parts
-        for i, part in enumerate(parts):
-            if part in (package, f"{package}.py"):
-                found["/".join(parts[i:])] = set(combined.lines(name) or ())
-                break
-    return found
+        with read_data(path) as part:
+            for name in part.measured_files():
+                parts = Path(name).parts
+                for i, piece in enumerate(parts):
+                    if piece in (package, f"{package}.py"):
+                        key = "/".join(parts[i:])
+                        lines.setdefault(key, set()).update(part.lines(name) or ())
+                        break
+    return lines
 
 
 class CovguardServe:
-    """``covguard serve`` in a subprocess; the URL comes from its ready line."""
+    """``covguard serve`` in a subprocess; the URL comes from its ready line.
+
+    Its stderr is read all along (a server logging every request would block on
+    a full pipe otherwise); ``stderr`` holds it once the process has ended.
+    """
 
     def __init__(
-        self, args: list[str], *, cwd: Path, token: str | None = TOKEN, timeout: float = 30
+        self,
+        args: list[str],
+        *,
+        cwd: Path,
+        token: str | None = TOKEN,
+        timeout: float = 30,
+        env: dict[str, str] | None = None,
     ) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("COVGUARD_")}
+        env = {k: v for k, v in (env or os.environ).items() if not k.startswith("COVGUARD_")}
         if token is not None:
             env["COVGUARD_TOKEN"] = token
         self.token = token
         self.process = subprocess.Popen(
             [sys.executable, "-m", "wsgi_covguard", "serve", "--port", "0", *args],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             stdin=subprocess.DEVNULL,
-        )
+        )  # fmt: skip
         self.pid = self.process.pid
         self.stderr = ""
+        self._stderr_lines: list[str] = []
         assert self.process.stdout is not None
+        assert self.process.stderr is not None
+        self._readers = [
+            threading.Thread(target=self._collect, args=(self.process.stderr, self._stderr_lines)),
+        ]
+        self._readers[0].start()
         ready, _, _ = select.select([self.process.stdout], [], [], timeout)
         self.ready_line = self.process.stdout.readline() if ready else ""
+        self._readers.append(threading.Thread(target=self._collect, args=(self.process.stdout, [])))
+        self._readers[1].start()
         if not self.ready_line.startswith("covguard: serving"):
-            self.process.kill()
-            _, self.stderr = self.process.communicate(timeout=timeout)
+            self.stop()
             raise AssertionError(f"no ready line, got {self.ready_line!r}; stderr:\n{self.stderr}")
         self.url = self.ready_line.split(" on ")[1].split()[0]
+
+    @staticmethod
+    def _collect(stream: IO[str], into: list[str]) -> None:
+        for line in stream:
+            into.append(line)
+
+    def stderr_lines(self) -> list[str]:
+        """What the server wrote to stderr so far."""
+        return list(self._stderr_lines)
 
     def get(self, path: str, **kwargs: object) -> requests.Response:
         return requests.get(self.url + path, timeout=10, **kwargs)  # type: ignore[arg-type]
@@ -242,13 +274,23 @@ class CovguardServe:
         return requests.post(self.url + "/__shutdown__", headers=headers, timeout=10)
 
     def wait(self, timeout: float = 5.0) -> int:
-        _, self.stderr = self.process.communicate(timeout=timeout)
-        return self.process.returncode
+        code = self.process.wait(timeout=timeout)
+        self._close()
+        return code
+
+    def _close(self) -> None:
+        for reader in self._readers:
+            reader.join(timeout=10)
+        self.stderr = "".join(self._stderr_lines)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
 
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
-        self.process.communicate(timeout=10)  # reaps it and closes the pipes
+            self.process.wait(timeout=10)
+        self._close()
 
 
 HTTPBIN_COVERAGERC = "[run]\nsource_pkgs = httpbin\n"

@@ -92,8 +92,11 @@ def test_without_a_token_serve_writes_one_only_the_user_can_read(
     project: Path, serve: type[CovguardServe]
 ) -> None:
     live = serve(["httpbin:app"], token=None)
-    assert live.process.stderr is not None
-    said = next(line for line in live.process.stderr if " the token is in " in line)
+    deadline = time.monotonic() + 10
+    while not any(" the token is in " in line for line in live.stderr_lines()):
+        assert time.monotonic() < deadline, live.stderr_lines()
+        time.sleep(0.05)
+    said = next(line for line in live.stderr_lines() if " the token is in " in line)
     path = Path(said.split(" the token is in ")[1].strip())
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     live.token = path.read_text().strip()

@@ -10,7 +10,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import coverage
 import httpbin.core
 import pytest
 import requests
@@ -25,6 +24,7 @@ from live import (
     drive_httpbin,
     free_port,
     measured_lines,
+    read_data,
 )
 
 PY = sys.executable
@@ -116,10 +116,9 @@ def test_a_context_labels_the_lines_run_after_it(project: Path) -> None:
         assert live.wait() == 0
     finally:
         live.stop()
-    data = coverage.CoverageData(basename=str(data_files(project)[0]))
-    data.read()
-    core = next(name for name in data.measured_files() if name.endswith("httpbin/core.py"))
-    by_line = data.contexts_by_lineno(core)
+    with read_data(data_files(project)[0]) as data:
+        core = next(name for name in data.measured_files() if name.endswith("httpbin/core.py"))
+        by_line = data.contexts_by_lineno(core)
     assert by_line[GET_BODY] == ["checkout tests"]
     assert by_line[STATUS_BODY] == ["login tests"]
 
@@ -173,10 +172,9 @@ def test_data_is_a_sqlite_file_that_combine_accepts(project: Path, tmp_path: Pat
     subprocess.run(
         [PY, "-m", "coverage", "combine"], cwd=elsewhere, check=True, capture_output=True
     )
-    combined = coverage.CoverageData(basename=str(elsewhere / ".coverage"))
-    combined.read()
-    core = next(name for name in combined.measured_files() if name.endswith("httpbin/core.py"))
-    assert GET_BODY in (combined.lines(core) or [])
+    with read_data(elsewhere / ".coverage") as combined:
+        core = next(name for name in combined.measured_files() if name.endswith("httpbin/core.py"))
+        assert GET_BODY in (combined.lines(core) or [])
 
 
 def test_collect_from_two_servers_equals_coverage_run_on_the_whole_workload(
@@ -203,12 +201,11 @@ def test_collect_from_two_servers_equals_coverage_run_on_the_whole_workload(
             f".coverage.127_0_0_1_{server.url.rsplit(':', 1)[1]}.collected" for server in (one, two)
         )
         subprocess.run([PY, "-m", "coverage", "combine"], cwd=here, check=True, capture_output=True)
-        combined = coverage.CoverageData(basename=str(here / ".coverage"))
-        combined.read()
-        union = {
-            "httpbin/" + name.split("/httpbin/")[1]: set(combined.lines(name) or ())
-            for name in combined.measured_files()
-        }
+        with read_data(here / ".coverage") as combined:
+            union = {
+                "httpbin/" + name.split("/httpbin/")[1]: set(combined.lines(name) or ())
+                for name in combined.measured_files()
+            }
         assert union == httpbin_reference
     finally:
         one.stop()

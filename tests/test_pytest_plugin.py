@@ -7,10 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import coverage
 import httpbin.core
 import pytest
-from live import HTTPBIN_COVERAGERC, data_files
+from live import HTTPBIN_COVERAGERC, data_files, read_data
 
 CORE_PY = Path(httpbin.core.__file__).read_text().splitlines()
 GET_BODY = CORE_PY.index('    return jsonify(get_dict("url", "args", "headers", "origin"))') + 1
@@ -51,10 +50,9 @@ def run_pytest(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def contexts_of(path: Path) -> dict[int, list[str]]:
-    data = coverage.CoverageData(basename=str(path))
-    data.read()
-    core = next(name for name in data.measured_files() if name.endswith("httpbin/core.py"))
-    return data.contexts_by_lineno(core)
+    with read_data(path) as data:
+        core = next(name for name in data.measured_files() if name.endswith("httpbin/core.py"))
+        return data.contexts_by_lineno(core)
 
 
 def test_each_server_line_carries_the_node_id_of_the_test_that_ran_it(project: Path) -> None:

@@ -132,6 +132,12 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="use a core that records dynamic contexts (per-test labels)",
     )
+    parser.add_argument(
+        "--autosave",
+        type=float,
+        metavar="SECONDS",
+        help="also save every SECONDS, so a SIGKILL loses at most that much",
+    )
 
 
 # -- serve ----------------------------------------------------------------------
@@ -144,7 +150,7 @@ def _serve(args: argparse.Namespace) -> int:
     options = Options(threads=args.threads, workers=args.workers)
     check_available(args.server, options)
     token = os.environ.get("COVGUARD_TOKEN") or _generated_token()
-    session = start(token=token, contexts=args.contexts)
+    session = start(token=token, contexts=args.contexts, autosave=args.autosave)
     assert session is not None
     try:
         sys.path.insert(0, os.path.abspath(args.app_dir))
@@ -263,6 +269,7 @@ def _run(args: argparse.Namespace) -> int:
         *(["--threads", str(args.threads)] if args.threads else []),
         *(["--workers", str(args.workers)] if args.workers else []),
         *(["--contexts"] if args.contexts else []),
+        *(["--autosave", str(args.autosave)] if args.autosave else []),
     ]  # fmt: skip
     server = subprocess.Popen(serve_argv, env=env, stdout=subprocess.PIPE, text=True)
     try:

@@ -55,11 +55,15 @@ class ControlRoutes:
 
     def save(self, environ: WSGIEnvironment) -> Response:
         answers, errors = self.group.broadcast({"op": "save"})
-        return json_response({"saved": [a["pid"] for a in answers], "errors": errors})
+        return json_response(
+            {"saved": [a["pid"] for a in answers], "errors": errors}, _status(errors)
+        )
 
     def reset(self, environ: WSGIEnvironment) -> Response:
         answers, errors = self.group.broadcast({"op": "reset"})
-        return json_response({"reset": [a["pid"] for a in answers], "errors": errors})
+        return json_response(
+            {"reset": [a["pid"] for a in answers], "errors": errors}, _status(errors)
+        )
 
     def context(self, environ: WSGIEnvironment) -> Response:
         if not self.session.supports_contexts:
@@ -84,7 +88,8 @@ class ControlRoutes:
             )  # fmt: skip
         answers, errors = self.group.broadcast({"op": "context", "context": name})
         return json_response(
-            {"context": name, "processes": [a["pid"] for a in answers], "errors": errors}
+            {"context": name, "processes": [a["pid"] for a in answers], "errors": errors},
+            _status(errors),
         )
 
     def status(self, environ: WSGIEnvironment) -> Response:
@@ -99,6 +104,7 @@ class ControlRoutes:
                 "contexts_supported": session.supports_contexts,
                 "in_flight": self._in_flight(),
                 "workers": self.group.worker_count(),
+                "warnings": session.warnings,
             }
         )
 
@@ -121,6 +127,11 @@ class ControlRoutes:
         response = Response(body, mimetype="application/vnd.sqlite3")
         response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
         return response
+
+
+def _status(errors: list[str]) -> int:
+    """507 Insufficient Storage when a process could not write its data, else 200."""
+    return 507 if any("could not save" in error for error in errors) else 200
 
 
 def _context_name(request: Request) -> str | None:

@@ -21,6 +21,7 @@ stopped and saved; the server is stopped through its own clean path
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import sys
@@ -28,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from werkzeug.wrappers import Response
 
@@ -64,6 +66,9 @@ class CovGuard:
         other line of defence.
     :param drain_timeout: seconds to wait, after a shutdown request, for the
         requests in flight to finish before saving and stopping.
+    :param autosave: save every so many seconds in the background (also
+        ``COVGUARD_AUTOSAVE``), so a process killed with SIGKILL loses at most
+        that much. Off by default.
     """
 
     def __init__(
@@ -75,6 +80,7 @@ class CovGuard:
         control_prefix: str = "/__coverage__",
         allow_remote: bool = False,
         drain_timeout: float = 10.0,
+        autosave: float | None = None,
     ) -> None:
         self.app = app
         self.shutdown_path = shutdown_path
@@ -91,11 +97,14 @@ class CovGuard:
         self._session: CoverageSession | None = None
         if self._token is None:
             return  # inert: nothing started, nothing written, no route
-        session = session or start(token=self._token.reveal())
+        session = session or start(token=self._token.reveal(), autosave=autosave)
         assert session is not None  # a token was given
         self._session = session
         self._lock = threading.Lock()
         self._in_flight = 0
+        # Requests that arrived after the drain and before the server stopped:
+        # let them finish before the process ends (werkzeug's threads are daemons).
+        atexit.register(self._drain)
         group = ProcessGroup(session)
         group.listen_if_prefork()
         controls = ControlRoutes(group, lambda: self._in_flight)
@@ -120,7 +129,7 @@ class CovGuard:
         if self._session is None:
             return self.app(environ, start_response)
         route = self._routes.get(environ.get("PATH_INFO", ""))
-        if route is not None:
+        if route is not None and _spelled_exactly(environ):
             return self._control(*route, environ)(environ, start_response)
         with self._lock:
             self._in_flight += 1
@@ -189,20 +198,22 @@ class CovGuard:
         return True
 
     def _drain_save_stop(self, stopper: Stopper) -> None:
-        if stopper.drains:
-            stopper()  # the server drains; each process saves at its exit
-            return
+        if not stopper.drains:  # else the server drains, and each process saves at exit
+            if not self._drain():
+                _say(
+                    f"{self._in_flight} request(s) still in flight after"
+                    f" drain_timeout={self.drain_timeout}s; stopping anyway"
+                )
+            assert self._session is not None
+            self._session.save()  # on disk before the stop; finish() at exit adds the rest
+        stopper()
+
+    def _drain(self) -> bool:
+        """Wait (up to drain_timeout) for the requests in flight; True if none is left."""
         deadline = time.monotonic() + self.drain_timeout
         while self._in_flight > 0 and time.monotonic() < deadline:
             time.sleep(0.01)
-        if self._in_flight > 0:
-            _say(
-                f"{self._in_flight} request(s) still in flight after"
-                f" drain_timeout={self.drain_timeout}s; stopping anyway"
-            )
-        assert self._session is not None
-        self._session.finish()
-        stopper()
+        return self._in_flight == 0
 
     def _announce(self) -> None:
         session = self._session
@@ -239,9 +250,15 @@ class _Tracked:
             if close is not None:
                 close()
         finally:
-            done, self._done = self._done, None
-            if done is not None:
-                done()
+            self.__del__()
+
+    def __del__(self) -> None:
+        # Also when the server drops the response without close(): werkzeug
+        # skips it when the client resets the connection. A request counted in
+        # flight forever would hold every shutdown for its whole drain_timeout.
+        done, self._done = self._done, None
+        if done is not None:
+            done()
 
 
 class _SizedTracked(_Tracked):
@@ -251,6 +268,24 @@ class _SizedTracked(_Tracked):
 
     def __len__(self) -> int:
         return len(self._inner)  # type: ignore[arg-type]
+
+
+def _spelled_exactly(environ: WSGIEnvironment) -> bool:
+    """True unless the raw request path spells the control path another way.
+
+    Servers decode ``PATH_INFO``: ``/%5F%5Fshutdown%5F%5F`` arrives as
+    ``/__shutdown__``. A control route answers only its exact spelling, so the
+    raw target (``RAW_URI`` or ``REQUEST_URI``, which every server but wsgiref
+    sets) must be ``SCRIPT_NAME + PATH_INFO`` to the letter.
+    """
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if raw is None:
+        return True
+    target = raw.split("?", 1)[0]
+    if "://" in target:  # absolute-form: http://host/path
+        target = urlsplit(target).path
+    expected: str = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    return bool(target == expected)
 
 
 class _ThenRun:

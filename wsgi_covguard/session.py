@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import atexit
 import functools
+import glob
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -43,6 +45,10 @@ _CORE_NAMES = {"CTracer": "ctrace", "PyTracer": "pytrace", "SysMonitor": "sysmon
 
 #: Our own files are never part of the user's report.
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+AUTOSAVE_ENV = "COVGUARD_AUTOSAVE"
+#: The least free space a save needs (see CoverageSession._short_of_room).
+MIN_FREE_BYTES = 1 << 20
 
 _lock = threading.Lock()
 _session: CoverageSession | None = None
@@ -69,11 +75,39 @@ class CoverageSession:
         # is already inside finish().
         self._lock = threading.RLock()
         self._finished_pid: int | None = None
+        self._finished = threading.Event()
+        self._autosave_every: float | None = None
+        #: Conditions that keep data from being measured as configured.
+        self.warnings: list[str] = []
         os.register_at_fork(after_in_child=self._after_fork_in_child)
 
     def _after_fork_in_child(self) -> None:
         # A fork while another thread held the lock would leave it held forever.
         self._lock = threading.RLock()
+        self._finished = threading.Event()
+        if self._autosave_every is not None:  # threads do not survive a fork
+            self.autosave(self._autosave_every)
+
+    def autosave(self, every: float) -> None:
+        """Save every ``every`` seconds in a background thread, until finished."""
+        self._autosave_every = every
+
+        def loop() -> None:
+            while not self._finished.wait(every):
+                self.save()
+
+        threading.Thread(target=loop, name="covguard-autosave", daemon=True).start()
+
+    def warn_untraced_threads(self) -> None:
+        """Say once if threads already running will not be measured (ctrace)."""
+        running = threading.active_count() - 1
+        if self.owned and running > 0 and self.core != "sysmon":
+            self.warnings.append(
+                f"{running} thread(s) were running before coverage started; the {self.core}"
+                " core does not measure them: start coverage first (the top of the entry"
+                " point), or use Python 3.12+ for the sysmon core"
+            )
+            print(f"covguard: {self.warnings[-1]}", file=sys.stderr, flush=True)
 
     @functools.cached_property
     def core(self) -> str:
@@ -101,14 +135,14 @@ class CoverageSession:
         """True once this process has stopped measuring and saved for good."""
         return self._finished_pid == os.getpid()
 
-    def save(self) -> None:
-        """Write what was measured so far; measuring goes on.
+    def save(self) -> str | None:
+        """Write what was measured so far; measuring goes on. Returns the error, if any.
 
         The file name changes with each save that adds data (coverage puts a
         hash of the data in it), so nobody should keep the name.
         """
         with self._lock:
-            self._save()
+            return self._save()
 
     def finish(self) -> None:
         """Stop measuring (if we started it) and save: once per process."""
@@ -116,6 +150,7 @@ class CoverageSession:
             if self._finished_pid == os.getpid():
                 return
             self._finished_pid = os.getpid()
+            self._finished.set()
             if self.owned:
                 self.coverage.stop()
             self._save()
@@ -137,8 +172,14 @@ class CoverageSession:
                 self.coverage.switch_context(self.context)
 
     def switch_context(self, context: str) -> None:
-        """Record the lines run from now on under ``context`` (process-wide)."""
+        """Record the lines run from now on under ``context`` (process-wide).
+
+        Switching writes the pending lines first, so it needs room on disk too.
+        """
         with self._lock:
+            short = self._short_of_room()
+            if short is not None:
+                raise OSError(short)
             self.coverage.switch_context(context)
             self.context = context
 
@@ -149,16 +190,38 @@ class CoverageSession:
             if self.owned:
                 self.coverage.stop()
 
-    def _save(self) -> None:
-        try:
-            self.coverage.save()
-        except (OSError, coverage.CoverageException) as exc:
+    def _save(self) -> str | None:
+        error = self._short_of_room()
+        if error is None:
+            try:
+                self.coverage.save()
+            except (OSError, coverage.CoverageException) as exc:
+                error = f"could not save coverage data beside {self.data_file!r}: {exc}"
+        if error is not None:
             # At exit nobody can act on a traceback; one clear line it is.
-            print(
-                f"covguard: could not save coverage data beside {self.data_file!r}: {exc}",
-                file=sys.stderr,
-                flush=True,
-            )
+            print(f"covguard: {error}", file=sys.stderr, flush=True)
+        return error
+
+    def _short_of_room(self) -> str | None:
+        """Why writing now could ruin the data file, if it could.
+
+        coverage.py writes its SQLite file in place, without a journal: a disk
+        that fills up in the middle of a write leaves it malformed, and with it
+        everything saved before. So writes wait for room enough to double the
+        file, and at least MIN_FREE_BYTES.
+        """
+        folder = os.path.dirname(self.data_file)
+        # This process's file, found without flushing (a flush is a write).
+        mine = glob.glob(f"{glob.escape(self.data_file)}.*.pid{os.getpid()}.*")
+        current = max((os.path.getsize(path) for path in mine if os.path.isfile(path)), default=0)
+        needed = max(MIN_FREE_BYTES, current)
+        free = shutil.disk_usage(folder).free
+        if free >= needed:
+            return None
+        return (
+            f"could not save coverage data beside {self.data_file!r}: {free} bytes free,"
+            f" {needed} needed to write safely; free some space there"
+        )
 
 
 def get_session() -> CoverageSession | None:
@@ -171,6 +234,7 @@ def start(
     token: str | None = None,
     core: str | None = None,
     contexts: bool = False,
+    autosave: float | None = None,
     **coverage_options: Any,
 ) -> CoverageSession | None:
     """Start measuring now, before the application is imported.
@@ -184,6 +248,9 @@ def start(
         ``pytrace``). By default the configured one, else ``sysmon`` on
         Python 3.12+ when the configuration allows it, else ``ctrace``.
     :param contexts: choose a core that can record dynamic contexts.
+    :param autosave: save every so many seconds in the background (default:
+        ``COVGUARD_AUTOSAVE``, else never), so that a process killed with
+        SIGKILL loses at most that much.
     :param coverage_options: passed to :class:`coverage.Coverage` (e.g.
         ``config_file``, ``source``, ``data_file``); ``data_suffix`` is ours.
     """
@@ -195,6 +262,7 @@ def start(
         if checked is None:
             return None
         _refuse_unsupported_servers()
+        every = _autosave_seconds(autosave)
         cov = coverage.Coverage.current()
         if cov is not None:
             _session = CoverageSession(cov, owned=False, token=checked)
@@ -203,7 +271,26 @@ def start(
             cov.start()
             _session = CoverageSession(cov, owned=True, token=checked)
         _install_nets(_session)
+        _session.warn_untraced_threads()
+        if every is not None:
+            _session.autosave(every)
         return _session
+
+
+def _autosave_seconds(autosave: float | None) -> float | None:
+    if autosave is None:
+        setting = os.environ.get(AUTOSAVE_ENV)
+        if not setting:
+            return None
+        try:
+            autosave = float(setting)
+        except ValueError:
+            raise ConfigError(
+                f"{AUTOSAVE_ENV}={setting!r} is not a number of seconds; set e.g. {AUTOSAVE_ENV}=5"
+            ) from None
+    if not autosave > 0:
+        raise ConfigError(f"autosave={autosave!r} must be a number of seconds above 0, e.g. 5")
+    return autosave
 
 
 def _refuse_unsupported_servers() -> None:

@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import coverage
+
 from .session import CoverageSession
 
 __all__ = ["ProcessGroup"]
@@ -66,24 +68,37 @@ class ProcessGroup:
     # -- the commands, as each process applies them --------------------------------
 
     def apply(self, command: dict[str, Any]) -> dict[str, Any]:
-        """Run one command in this process; the answer names the pid (and, for save, the file)."""
+        """Run one command in this process; the answer names the pid (and, for save, the file).
+
+        A data file that cannot be written (a full disk) raises ``OSError`` with
+        one line saying so; SQLite rolls the failed write back, so what was saved
+        before stays.
+        """
         operation = command.get("op")
         answer: dict[str, Any] = {"pid": os.getpid()}
-        if operation == "save":
-            self.session.save()
-            answer["data_file"] = self.session.current_file
-        elif operation == "reset":
-            self.session.reset()
-        elif operation == "context":
-            self.session.switch_context(str(command["context"]))
-        else:
-            raise ValueError(f"unknown command {operation!r}")
+        try:
+            if operation == "save":
+                error = self.session.save()
+                if error is not None:
+                    raise OSError(error)
+                answer["data_file"] = self.session.current_file
+            elif operation == "reset":
+                self.session.reset()
+            elif operation == "context":
+                self.session.switch_context(str(command["context"]))
+            else:
+                raise ValueError(f"unknown command {operation!r}")
+        except coverage.CoverageException as exc:
+            raise OSError(f"could not save coverage data: {exc}") from None
         return answer
 
     def broadcast(self, command: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
         """Apply ``command`` here and in every sibling; (answers, errors)."""
-        answers = [self.apply(command)]
-        errors = []
+        answers, errors = [], []
+        try:
+            answers.append(self.apply(command))
+        except OSError as exc:
+            errors.append(f"process {os.getpid()}: {exc}")
         for pid in self.siblings():
             try:
                 answers.append(self._send(pid, command))

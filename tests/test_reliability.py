@@ -1,0 +1,323 @@
+"""Nothing lost under faults and load; nothing honoured without the token.
+
+Every server binds 127.0.0.1; every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from live import (
+    BIN,
+    TOKEN,
+    CovguardServe,
+    LiveServer,
+    data_files,
+    free_port,
+    measured_lines,
+    read_data,
+)
+
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def line_of(folder: Path, text: str) -> int:
+    return (folder / "plainapp.py").read_text().splitlines().index(text) + 1
+
+
+AFTER_SLEEP = '    return b"x" * 200_000  # big enough to span many socket writes'
+HELLO = '        body = b"hello"'
+
+
+# -- drain: requests in flight finish, with their lines ------------------------------------
+
+
+def gunicorn_gthread(port: int) -> list[str]:
+    return [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "-w", "2", "-k", "gthread",
+            "--threads", "2", "plain_wsgi:application"]  # fmt: skip
+
+
+@pytest.mark.parametrize("server", ["cheroot", "gunicorn"])
+def test_requests_in_flight_finish_on_cheroot_and_gunicorn(
+    server: str, plainapp: Path, servers: Callable[..., LiveServer]
+) -> None:
+    if server == "cheroot":
+        live: CovguardServe | LiveServer = CovguardServe(
+            ["plainapp:app", "--server", "cheroot"], cwd=plainapp
+        )
+    else:
+        port = free_port()
+        live = servers(gunicorn_gthread(port), cwd=plainapp, port=port).wait_listening()
+    slow: dict[str, object] = {}
+
+    def fetch_slow() -> None:
+        answer = requests.get(f"{live.url}/slow", params="1.5", timeout=20)
+        slow.update(status=answer.status_code, size=len(answer.content))
+
+    try:
+        client = threading.Thread(target=fetch_slow)
+        client.start()
+        time.sleep(0.5)
+        assert live.shutdown().status_code == 202
+        client.join(timeout=20)
+        assert slow == {"status": 200, "size": 200_000}
+        assert live.wait(timeout=15) == 0
+        assert line_of(plainapp, AFTER_SLEEP) in measured_lines(plainapp, "plainapp")["plainapp.py"]
+    finally:
+        if isinstance(live, CovguardServe):
+            live.stop()
+
+
+# -- load: clients sending while the stop happens ---------------------------------------------
+
+
+class Load:
+    """Clients sending GET /hello in a loop until the server is gone (bounded)."""
+
+    def __init__(self, url: str, clients: int = 4, limit: float = 15.0) -> None:
+        self.url = url
+        self.bad: list[str] = []
+        self.ok = 0
+        self._deadline = time.monotonic() + limit
+        self._threads = [threading.Thread(target=self._run) for _ in range(clients)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self) -> None:
+        with requests.Session() as session:
+            for _ in range(5000):
+                if time.monotonic() > self._deadline:
+                    return
+                try:
+                    answer = session.get(f"{self.url}/hello", timeout=10)
+                except requests.ConnectionError as exc:
+                    if "IncompleteRead" in str(exc):
+                        self.bad.append(f"truncated: {exc}")
+                    return  # refused or closed: the server is gone
+                except requests.RequestException as exc:
+                    self.bad.append(f"{type(exc).__name__}: {exc}")
+                    return
+                if answer.status_code >= 500 or answer.content != b"hello":
+                    self.bad.append(f"{answer.status_code} {answer.content[:40]!r}")
+                else:
+                    self.ok += 1
+
+    def join(self) -> None:
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+
+@pytest.mark.parametrize("server", ["waitress", "werkzeug", "cheroot", "gunicorn"])
+def test_clients_under_load_never_see_a_5xx_or_a_truncated_body(
+    server: str, plainapp: Path, servers: Callable[..., LiveServer]
+) -> None:
+    if server == "gunicorn":
+        port = free_port()
+        live: CovguardServe | LiveServer = servers(gunicorn_gthread(port), cwd=plainapp, port=port)
+        live.wait_listening()
+    else:
+        live = CovguardServe(["plainapp:app", "--server", server], cwd=plainapp)
+    try:
+        load = Load(live.url)
+        time.sleep(1.0)
+        assert live.shutdown().status_code == 202
+        load.join()
+        assert live.wait(timeout=15) == 0
+        assert load.bad == []
+        assert load.ok > 20, "the clients were served before the stop"
+    finally:
+        if isinstance(live, CovguardServe):
+            live.stop()
+
+
+# -- concurrent control ---------------------------------------------------------------------------
+
+
+def test_simultaneous_shutdowns_stop_once_and_save_once(plainapp: Path) -> None:
+    live = CovguardServe(["plainapp:app", "--server", "werkzeug"], cwd=plainapp)
+    try:
+        live.get("/hello")
+        barrier = threading.Barrier(5)
+        answers: list[int] = []
+
+        def shutdown() -> None:
+            barrier.wait(timeout=10)
+            with contextlib.suppress(requests.ConnectionError):
+                answers.append(live.shutdown().status_code)
+
+        threads = [threading.Thread(target=shutdown) for _ in range(5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert answers
+        assert set(answers) == {202}
+        assert live.wait(timeout=10) == 0
+        assert len(data_files(plainapp)) == 1
+        assert line_of(plainapp, HELLO) in measured_lines(plainapp, "plainapp")["plainapp.py"]
+    finally:
+        live.stop()
+
+
+def test_save_and_reset_racing_with_requests_leave_a_sound_data_file(plainapp: Path) -> None:
+    live = CovguardServe(["plainapp:app"], cwd=plainapp)
+    try:
+        load = Load(live.url, clients=3, limit=20)
+        control = []
+        for round_ in range(30):
+            route = "save" if round_ % 3 else "reset"
+            control.append(
+                requests.post(
+                    f"{live.url}/__coverage__/{route}", headers=BEARER, timeout=30
+                ).status_code
+            )
+        live.get("/hello")
+        assert live.shutdown().status_code == 202
+        load.join()
+        assert live.wait(timeout=15) == 0
+        assert set(control) == {200}
+        assert load.bad == []
+        [path] = data_files(plainapp)
+        with read_data(path) as data:  # a corrupt file would raise here
+            assert data.measured_files()
+        assert line_of(plainapp, HELLO) in measured_lines(plainapp, "plainapp")["plainapp.py"]
+    finally:
+        live.stop()
+
+
+# -- signals and autosave ---------------------------------------------------------------------
+
+
+def test_sigkill_loses_at_most_the_last_autosave_interval(plainapp: Path) -> None:
+    live = CovguardServe(["plainapp:app", "--autosave", "0.5"], cwd=plainapp)
+    try:
+        assert live.get("/hello").text == "hello"
+        time.sleep(1.5)  # three autosave intervals
+        os.kill(live.pid, signal.SIGKILL)
+        assert live.wait() == -signal.SIGKILL
+        assert line_of(plainapp, HELLO) in measured_lines(plainapp, "plainapp")["plainapp.py"]
+    finally:
+        live.stop()
+
+
+def test_without_autosave_sigkill_loses_everything(plainapp: Path) -> None:
+    """The reason autosave exists (and proof the test above measures something)."""
+    live = CovguardServe(["plainapp:app"], cwd=plainapp)
+    try:
+        assert live.get("/hello").text == "hello"
+        time.sleep(1.5)
+        os.kill(live.pid, signal.SIGKILL)
+        live.wait()
+        assert data_files(plainapp) == []
+    finally:
+        live.stop()
+
+
+def test_a_bad_autosave_value_is_one_line(plainapp: Path) -> None:
+    done = subprocess.run(
+        [str(BIN / "python"), "-m", "wsgi_covguard", "serve", "plainapp:app"],
+        cwd=plainapp, env={**os.environ, "COVGUARD_TOKEN": TOKEN, "COVGUARD_AUTOSAVE": "soon"},
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr == (
+        "covguard: COVGUARD_AUTOSAVE='soon' is not a number of seconds;"
+        " set e.g. COVGUARD_AUTOSAVE=5\n"
+    )
+
+
+# -- storage ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real file system of 4 MiB (tmpfs), to fill up."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)], check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "--lazy", str(folder)], check=True)
+
+
+def test_a_full_disk_is_reported_in_one_line_and_earlier_data_survives(
+    plainapp: Path, small_disk: Path
+) -> None:
+    env = {**os.environ, "COVERAGE_FILE": str(small_disk / ".coverage")}
+    live = CovguardServe(["plainapp:app", "--contexts"], cwd=plainapp, env=env)
+    try:
+        assert live.get("/hello").text == "hello"
+        assert requests.post(f"{live.url}/__coverage__/save", headers=BEARER, timeout=30).ok
+        filler = small_disk / "filler"
+        with contextlib.suppress(OSError), filler.open("wb") as file:
+            for _ in range(4096):
+                file.write(b"\0" * 1024)
+                file.flush()
+        statuses = []
+        for number in range(40):  # long context names: data that needs new pages
+            name = f"context {number} " + "x" * 900
+            answer = requests.post(
+                f"{live.url}/__coverage__/context", data=name, headers=BEARER, timeout=30
+            )
+            statuses.append(answer.status_code)
+            assert TOKEN not in answer.text
+            live.get("/slow", params="0")
+        statuses.append(
+            requests.post(f"{live.url}/__coverage__/save", headers=BEARER, timeout=30).status_code
+        )
+        assert 507 in statuses, "the full disk was reported"
+        assert set(statuses) <= {200, 507}, "and never as a 5xx of another kind"
+        assert live.get("/hello").text == "hello", "the server goes on"
+        assert line_of(plainapp, HELLO) in measured_lines(small_disk, "plainapp")["plainapp.py"]
+        filler.unlink()
+        assert live.shutdown().status_code == 202
+        assert live.wait(timeout=15) == 0
+        failures = [
+            line for line in live.stderr.splitlines() if "could not save coverage data" in line
+        ]
+        assert failures, "said on stderr, one line each"
+        assert all(line.startswith("covguard: ") for line in failures)
+        assert "Traceback" not in live.stderr
+        assert line_of(plainapp, HELLO) in measured_lines(small_disk, "plainapp")["plainapp.py"]
+    finally:
+        live.stop()
+
+
+# -- hostile paths -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    # Not "//__shutdown__": http.server (werkzeug, wsgiref) rewrites it to "/__shutdown__"
+    # before anyone sees the request, so it is that path.
+    ["/%5F%5Fshutdown%5F%5F", "/__shutdown%5F_", "/__SHUTDOWN__", "/__shutdown__/",
+     "/x/../__shutdown__", "/./__shutdown__", "/__coverage__/%72eset", "/__coverage__/reset/"],
+)  # fmt: skip
+def test_paths_that_resemble_a_control_path_are_never_honoured(path: str, plainapp: Path) -> None:
+    live = CovguardServe(["plainapp:app", "--server", "werkzeug"], cwd=plainapp)
+    try:
+        connection = http.client.HTTPConnection(live.url.removeprefix("http://"), timeout=10)
+        connection.request("POST", path, headers=BEARER)
+        answer = connection.getresponse()
+        body = answer.read()
+        connection.close()
+        assert answer.status < 500
+        assert answer.status != 202
+        assert TOKEN.encode() not in body
+        assert live.get("/hello").text == "hello", "still serving"
+        assert data_files(plainapp) == []
+    finally:
+        live.stop()
