@@ -124,3 +124,33 @@ def test_an_unwritable_data_file_is_refused_at_start_up(plainapp: Path) -> None:
     assert "not-a-folder/.coverage" in done.stderr
     assert "set COVERAGE_FILE or [run] data_file to a writable location" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+THREAD_FIRST = """\
+import threading
+threading.Thread(target=threading.Event().wait, daemon=True).start()  # before coverage
+import wsgi_covguard
+wsgi_covguard.start()
+from plainapp import app
+application = wsgi_covguard.CovGuard(app)
+"""
+
+
+def test_threads_ctrace_cannot_measure_are_reported_once(
+    plainapp: Path, servers: Callable[..., LiveServer]
+) -> None:
+    (plainapp / "thread_first.py").write_text(THREAD_FIRST)
+    port = free_port()
+    argv = [str(BIN / "waitress-serve"), f"--listen=127.0.0.1:{port}", "thread_first:application"]
+    env = {"COVERAGE_CORE": "ctrace"}
+    server = servers(argv, cwd=plainapp, port=port, env=env).wait_listening()
+    status = server.get("/__coverage__/status", headers={"Authorization": f"Bearer {server.token}"})
+    warning = (
+        "1 thread(s) were running before coverage started; the ctrace core does not measure"
+        " them: start coverage first (the top of the entry point), or use Python 3.12+ for"
+        " the sysmon core"
+    )
+    assert status.json()["warnings"] == [warning]
+    assert server.output().count(f"covguard: {warning}") == 1
+    assert server.shutdown().status_code == 202
+    assert server.wait() == 0

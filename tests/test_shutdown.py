@@ -93,11 +93,14 @@ def test_refusals_then_shutdown_saves_what_coverage_run_sees(
     no_token = server.post("/__shutdown__")
     wrong_token = server.shutdown(token="not-the-token-but-long-enough")
     in_query = server.post(f"/__shutdown__?token={TOKEN}")
+    in_cookie = server.post("/__shutdown__", cookies={"token": TOKEN, "Authorization": TOKEN})
+    as_basic = server.post("/__shutdown__", auth=("covguard", TOKEN))
     wrong_method = server.get("/__shutdown__", headers={"Authorization": f"Bearer {TOKEN}"})
-    assert [no_token.status_code, wrong_token.status_code, in_query.status_code] == [403] * 3
+    refusals = [no_token, wrong_token, in_query, in_cookie, as_basic]
+    assert [answer.status_code for answer in refusals] == [403] * 5
     assert wrong_method.status_code == 405
     assert wrong_method.headers["Allow"] == "POST"
-    for refused in (no_token, wrong_token, in_query, wrong_method):
+    for refused in (*refusals, wrong_method):
         assert TOKEN not in refused.text
         assert TOKEN not in str(refused.headers)
     assert server.get("/").status_code == 200, "a refusal must not stop the server"
