@@ -66,9 +66,10 @@ bench: $(VENV)/.installed $(VENV313)/.installed
 	  else echo "make: wrk is missing; run 'sudo apt-get install wrk'"; exit 2; fi; }
 	$(VENV)/bin/python benchmarks/bench.py
 
-# Retake docs/report-contexts.png, the HTML report with per-test contexts the README shows.
+# Retake the pictures the README shows: docs/report-contexts.png and docs/dashboard.png.
 screenshot: $(VENV)/.installed chromium
-	COVGUARD_UPDATE_DOCS=1 $(VENV)/bin/python -m pytest -q tests/test_report_screenshot.py
+	COVGUARD_UPDATE_DOCS=1 $(VENV)/bin/python -m pytest -q tests/test_report_screenshot.py \
+		tests/test_dashboard.py -k "html_report or dashboard_shows"
 
 clean:
 	rm -rf $(VENV) $(VENV313) htmlcov .coverage .coverage.* *.egg-info

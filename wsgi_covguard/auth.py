@@ -9,6 +9,8 @@ and in other origins' requests.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import ipaddress
 import os
@@ -64,6 +66,23 @@ class Token:
         except UnicodeEncodeError:
             return False
         return hmac.compare_digest(given, self._secret)
+
+    def matches_basic(self, environ: WSGIEnvironment) -> bool:
+        """True if the request carries HTTP Basic credentials whose password is the token.
+
+        For read-only pages a person opens in a browser, which asks once and then
+        sends them by itself (so never for a route that changes state).
+        """
+        header: str = environ.get("HTTP_AUTHORIZATION", "")
+        scheme, _, credentials = header.strip().partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            decoded = base64.b64decode(credentials.strip(), validate=True)
+        except (ValueError, binascii.Error):
+            return False
+        _, _, password = decoded.partition(b":")
+        return hmac.compare_digest(password, self._secret)
 
 
 def resolve_token(token: str | None) -> Token | None:

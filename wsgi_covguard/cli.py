@@ -106,6 +106,14 @@ def _parser() -> argparse.ArgumentParser:
     collect.add_argument("--token", help="the control token (default: $COVGUARD_TOKEN)")
     collect.add_argument("--prefix", default="/__coverage__", help="default: %(default)s")
     collect.set_defaults(func=_collect)
+
+    report = commands.add_parser("report", help="a live server's coverage report, from here")
+    report.add_argument("url", nargs="?", help="the server's URL (default: $COVGUARD_URL)")
+    report.add_argument("--token", help="the control token (default: $COVGUARD_TOKEN)")
+    report.add_argument("--prefix", default="/__coverage__", help="default: %(default)s")
+    report.add_argument("--html", metavar="DIR", help="also write coverage.py's HTML report to DIR")
+    report.add_argument("--open", action="store_true", help="open the HTML report in a browser")
+    report.set_defaults(func=_report_command)
     return parser
 
 
@@ -404,6 +412,52 @@ def _collect(args: argparse.Namespace) -> int:
             file.write(body)
         print(f"covguard: {url} -> {target}")
     return 1 if failures else 0
+
+
+# -- report ---------------------------------------------------------------------
+
+
+def _report_command(args: argparse.Namespace) -> int:
+    import coverage
+
+    url = args.url or os.environ.get("COVGUARD_URL")
+    token = args.token or os.environ.get("COVGUARD_TOKEN")
+    if not url:
+        raise ConfigError("no server URL; pass it or set COVGUARD_URL")
+    if not token:
+        raise ConfigError("no token; pass --token or set COVGUARD_TOKEN")
+    request = urllib.request.Request(
+        url.rstrip("/") + args.prefix + "/data", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            body = answer.read()
+    except urllib.error.HTTPError as exc:
+        raise CovGuardError(
+            f"covguard: {url} answered {exc.code}; check the token and URL"
+        ) from None
+    except OSError as exc:
+        raise CovGuardError(f"covguard: cannot reach {url}: {exc}") from None
+    with tempfile.TemporaryDirectory(prefix="covguard-report-") as folder:
+        data_file = os.path.join(folder, "server")
+        with open(data_file, "wb") as file:
+            file.write(body)
+        cov = coverage.Coverage(data_file=data_file)
+        cov.load()
+        try:
+            cov.report(show_missing=True)
+            if args.html or args.open:
+                directory = args.html or os.path.join(tempfile.mkdtemp(prefix="covguard-"), "html")
+                cov.html_report(directory=directory)
+                index = os.path.abspath(os.path.join(directory, "index.html"))
+                print(f"covguard: HTML report in {index}")
+                if args.open:
+                    import webbrowser
+
+                    webbrowser.open(f"file://{index}")
+        except coverage.CoverageException as exc:
+            raise CovGuardError(f"covguard: no report: {exc}") from None
+    return 0
 
 
 def _data_file() -> str:

@@ -22,6 +22,7 @@ stopped and saved; the server is stopped through its own clean path
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import os
 import sys
@@ -31,10 +32,12 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from .auth import is_loopback, resolve_token
 from .control import ControlRoutes, json_response
+from .dashboard import Dashboard
 from .errors import ConfigError
 from .session import CoverageSession, get_session, start
 from .stopping import Stopper, find_stopper
@@ -48,6 +51,8 @@ __all__ = ["CovGuard"]
 ALLOW_REMOTE_ENV = "COVGUARD_ALLOW_REMOTE"
 
 _Handler = Callable[["WSGIEnvironment"], Response]
+#: (the one method allowed, handler, read-only: Basic authentication accepted too)
+_Route = tuple[str, _Handler, bool]
 
 
 class CovGuard:
@@ -108,10 +113,17 @@ class CovGuard:
         group = ProcessGroup(session)
         group.listen_if_prefork()
         controls = ControlRoutes(group, lambda: self._in_flight)
-        self._routes: dict[str, tuple[str, _Handler]] = {
-            shutdown_path: ("POST", self._shutdown),
-            **controls.table(control_prefix),
+        dashboard = Dashboard(group)
+        self._routes: dict[str, _Route] = {
+            shutdown_path: ("POST", self._shutdown, False),
+            f"{control_prefix}/snapshot": ("POST", dashboard.take_snapshot, False),
         }
+        for path, (method, handler) in controls.table(control_prefix).items():
+            self._routes[path] = (method, handler, False)
+        for path, page in dashboard.read_only(control_prefix).items():
+            self._routes[path] = ("GET", page, True)
+        self._trees = dashboard.read_only_trees(control_prefix)
+        self._tree_root = control_prefix + "/"
         self._stopping = False
         self._announce()
 
@@ -128,7 +140,10 @@ class CovGuard:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if self._session is None:
             return self.app(environ, start_response)
-        route = self._routes.get(environ.get("PATH_INFO", ""))
+        path: str = environ.get("PATH_INFO", "")
+        route = self._routes.get(path)
+        if route is None and path.startswith(self._tree_root):
+            route = self._tree_route(path)
         if route is not None and _spelled_exactly(environ):
             return self._control(*route, environ)(environ, start_response)
         with self._lock:
@@ -148,8 +163,21 @@ class CovGuard:
 
     # -- control -------------------------------------------------------------
 
-    def _control(self, method: str, handler: _Handler, environ: WSGIEnvironment) -> Response:
-        """Refuse all but an authenticated request, with its method, from an allowed client."""
+    def _tree_route(self, path: str) -> _Route | None:
+        for root, handler in self._trees.items():
+            if path.startswith(root):
+                return ("GET", functools.partial(_rest_of, handler, path[len(root) :]), True)
+        return None
+
+    def _control(
+        self, method: str, handler: _Handler, read_only: bool, environ: WSGIEnvironment
+    ) -> Response:
+        """Refuse all but an authenticated request, with its method, from an allowed client.
+
+        ``read_only`` pages (the dashboard) also take the token as the password of
+        HTTP Basic authentication, so a browser can ask for it; every route that
+        changes state is POST and Bearer-only, which no browser sends by itself.
+        """
         if environ.get("REQUEST_METHOD") != method:
             response = json_response({"error": f"method not allowed; use {method}"}, 405)
             response.headers["Allow"] = method
@@ -163,9 +191,20 @@ class CovGuard:
                 403,
             )
         assert self._token is not None
-        if not self._token.matches_bearer(environ):
-            return json_response({"error": "missing or wrong 'Authorization: Bearer' token"}, 403)
-        return handler(environ)
+        if self._token.matches_bearer(environ) or (
+            read_only and self._token.matches_basic(environ)
+        ):
+            try:
+                return handler(environ)
+            except HTTPException as exc:
+                return exc.get_response(environ)
+            except OSError as exc:  # the data could not be read or written: say so
+                return json_response({"error": str(exc)}, 507)
+        if read_only and not environ.get("HTTP_AUTHORIZATION"):
+            response = json_response({"error": "log in with the token as the password"}, 401)
+            response.headers["WWW-Authenticate"] = 'Basic realm="covguard", charset="UTF-8"'
+            return response
+        return json_response({"error": "missing or wrong 'Authorization: Bearer' token"}, 403)
 
     def _shutdown(self, environ: WSGIEnvironment) -> Response:
         # Found now, in the request's thread, while the server is on the stack.
@@ -268,6 +307,12 @@ class _SizedTracked(_Tracked):
 
     def __len__(self) -> int:
         return len(self._inner)  # type: ignore[arg-type]
+
+
+def _rest_of(
+    handler: Callable[[WSGIEnvironment, str], Response], rest: str, environ: WSGIEnvironment
+) -> Response:
+    return handler(environ, rest)
 
 
 def _spelled_exactly(environ: WSGIEnvironment) -> bool:

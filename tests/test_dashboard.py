@@ -1,0 +1,230 @@
+"""The live dashboard, snapshots and ``covguard report``: in a real browser and over HTTP."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import coverage
+import pytest
+import requests
+from live import (
+    BIN,
+    HTTPBIN_COVERAGERC,
+    ROOT,
+    TOKEN,
+    CovguardServe,
+    LiveServer,
+    children,
+    data_files,
+    free_port,
+)
+from playwright.sync_api import expect, sync_playwright
+
+PY = sys.executable
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+BASIC = ("anyone", TOKEN)
+
+
+@pytest.fixture
+def taskboard_live(tmp_path: Path) -> Iterator[tuple[CovguardServe, Path]]:
+    folder = tmp_path / "flask"
+    shutil.copytree(
+        ROOT / "examples" / "flask", folder, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    live = CovguardServe(["wsgi:application"], cwd=folder)
+    try:
+        yield live, folder
+    finally:
+        live.stop()
+
+
+def test_the_dashboard_shows_coverage_rise_in_a_browser(
+    taskboard_live: tuple[CovguardServe, Path], tmp_path: Path
+) -> None:
+    live, _ = taskboard_live
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        context = browser.new_context(
+            http_credentials={"username": "tester", "password": TOKEN},
+            viewport={"width": 1100, "height": 700},
+        )
+        dashboard = context.new_page()
+        dashboard.goto(f"{live.url}/__coverage__/")
+        expect(dashboard.locator("#total")).to_have_text(re.compile(r"^\d+\.\d%$"), timeout=10_000)
+        dashboard.wait_for_timeout(2500)  # one more refresh: the browser's own /favicon.ico is in
+        before = float(dashboard.locator("#total").inner_text().rstrip("%"))
+        expect(dashboard.locator("#files tr")).to_have_count(2)
+        assert "core " in dashboard.locator("#meta").inner_text()
+
+        app = context.new_page()  # the end-to-end test, meanwhile
+        app.goto(live.url + "/")
+        app.get_by_label("Title").fill("Watch me")
+        app.get_by_role("button", name="Add").click()
+        app.get_by_role("button", name="Mark done").click()
+        app.goto(live.url + "/tasks/999")
+
+        dashboard.wait_for_function(
+            f"parseFloat(document.getElementById('total').textContent) > {before}", timeout=10_000
+        )
+        after = float(dashboard.locator("#total").inner_text().rstrip("%"))
+        assert after > before
+        least = dashboard.locator("#files tr").first.locator("td").nth(3).inner_text()
+        most = dashboard.locator("#files tr").last.locator("td").nth(3).inner_text()
+        assert float(least.rstrip("%")) <= float(most.rstrip("%")), "least covered first"
+        shot = tmp_path / "dashboard.png"
+        dashboard.screenshot(path=str(shot))
+
+        dashboard.get_by_role("link", name="coverage.py's HTML report").click()
+        expect(dashboard).to_have_url(f"{live.url}/__coverage__/html/")
+        dashboard.get_by_role("link", name="taskboard/__init__.py").first.click()
+        expect(dashboard.locator("h1")).to_contain_text("taskboard/__init__.py")
+        browser.close()
+    assert shot.read_bytes().startswith(b"\x89PNG")
+    if os.environ.get("COVGUARD_UPDATE_DOCS") == "1":
+        shutil.copy(shot, ROOT / "docs" / "dashboard.png")
+
+
+def test_labelled_snapshots_are_listed_and_compared(
+    taskboard_live: tuple[CovguardServe, Path],
+) -> None:
+    live, folder = taskboard_live
+    url = f"{live.url}/__coverage__"
+    first = requests.post(f"{url}/snapshot", data="after the home page", headers=BEARER, timeout=30)
+    assert first.status_code == 200
+    assert first.json()["label"] == "after-the-home-page"
+    requests.get(f"{live.url}/api/tasks", timeout=10)  # reaches the JSON view
+    second = requests.post(f"{url}/snapshot", data="after the api", headers=BEARER, timeout=30)
+    names = requests.get(f"{url}/snapshots", auth=BASIC, timeout=30).json()["snapshots"]
+    assert names == [first.json()["snapshot"], second.json()["snapshot"]]
+    assert all((folder / name).exists() for name in names), "beside the data files"
+    assert data_files(folder) != []
+    assert not any(".coverage." in name for name in names)
+
+    diff = requests.get(
+        f"{url}/diff", params={"from": names[0], "to": names[1]}, auth=BASIC, timeout=30
+    )
+    changes = diff.json()["files"]
+    source = (folder / "taskboard" / "__init__.py").read_text().splitlines()
+    api_line = source.index("        return jsonify([task.as_dict() for task in tasks.all()])") + 1
+    init = next(
+        change for name, change in changes.items() if name.endswith("taskboard/__init__.py")
+    )
+    assert api_line in init["gained"], "the lines reached between the two snapshots"
+    assert all(change["lost"] == [] for change in changes.values())
+
+    download = requests.get(f"{url}/snapshots/{names[1]}", auth=BASIC, timeout=30)
+    assert download.content.startswith(b"SQLite format 3\x00")
+    assert requests.get(f"{url}/snapshots/nope", auth=BASIC, timeout=30).status_code == 404
+    assert (
+        requests.get(f"{url}/diff", params={"from": "nope"}, auth=BASIC, timeout=30).status_code
+        == 404
+    )
+
+
+def test_state_changes_need_bearer_and_pages_need_credentials(
+    taskboard_live: tuple[CovguardServe, Path],
+) -> None:
+    live, folder = taskboard_live
+    url = f"{live.url}/__coverage__"
+    for route in ("snapshot", "save", "reset", "context"):
+        assert requests.post(f"{url}/{route}", data="x", auth=BASIC, timeout=30).status_code == 403
+    assert requests.post(f"{live.url}/__shutdown__", auth=BASIC, timeout=30).status_code == 403
+    unauthenticated = requests.get(f"{url}/", timeout=30)
+    assert unauthenticated.status_code == 401
+    assert unauthenticated.headers["WWW-Authenticate"].startswith("Basic ")
+    assert (
+        requests.get(f"{url}/summary", auth=("x", "wrong-token-0123456789"), timeout=30).status_code
+        == 403
+    )
+    assert requests.get(f"{url}/html/", timeout=30).status_code == 401
+    page = requests.get(f"{url}/", auth=BASIC, timeout=30)
+    assert page.status_code == 200
+    assert TOKEN not in page.text
+    assert live.get("/").status_code == 200, "still serving"
+    assert list(folder.glob(".coverage-snapshot-*")) == []
+
+
+def test_an_inert_middleware_serves_no_dashboard(tmp_path: Path) -> None:
+    folder = tmp_path / "flask"
+    shutil.copytree(
+        ROOT / "examples" / "flask", folder, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    done = subprocess.run(
+        [PY, "-c", "import wsgi\nfrom werkzeug.test import Client\n"
+         "print(Client(wsgi.application).get('/__coverage__/', auth=('x', 'y' * 20)).status_code)"],
+        cwd=folder, env={k: v for k, v in os.environ.items() if not k.startswith("COVGUARD_")},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.stdout.strip() == "404"  # the app's own 404
+    assert data_files(folder) == []
+
+
+def test_covguard_report_pulls_the_data_through_the_api(
+    taskboard_live: tuple[CovguardServe, Path], tmp_path: Path
+) -> None:
+    live, _ = taskboard_live
+    requests.get(live.url + "/", timeout=10)
+    html = tmp_path / "report"
+    done = subprocess.run(
+        [PY, "-m", "wsgi_covguard", "report", live.url, "--html", str(html)],
+        env={**os.environ, "COVGUARD_TOKEN": TOKEN}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "taskboard/__init__.py" in done.stdout
+    assert "TOTAL" in done.stdout
+    assert (html / "index.html").exists()
+    wrong = subprocess.run(
+        [PY, "-m", "wsgi_covguard", "report", live.url, "--token", "wrong-token-0123456789"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert wrong.returncode == 2
+    assert wrong.stderr.strip() == f"covguard: {live.url} answered 403; check the token and URL"
+
+
+ENTRY = """\
+import wsgi_covguard
+wsgi_covguard.start()
+from httpbin import app
+application = wsgi_covguard.CovGuard(app)
+"""
+
+
+def test_under_gunicorn_the_dashboard_counts_every_worker(
+    tmp_path: Path, servers: Callable[..., LiveServer]
+) -> None:
+    (tmp_path / ".coveragerc").write_text(HTTPBIN_COVERAGERC)
+    (tmp_path / "wsgi.py").write_text(ENTRY)
+    port = free_port()
+    argv = [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "-w", "3", "wsgi:application"]
+    master = servers(argv, cwd=tmp_path, port=port).wait_listening()
+    deadline = time.monotonic() + 20
+    while len(children(master.pid)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    paths = ["/get", "/headers", "/ip", "/user-agent", "/uuid", "/base64/aGk=", "/status/418"]
+    for _ in range(6):
+        for path in paths:
+            requests.get(master.url + path, timeout=10)
+    summary = requests.get(f"{master.url}/__coverage__/summary", auth=BASIC, timeout=60).json()
+    assert summary["workers"] == 3
+    assert master.shutdown().status_code == 202
+    assert master.wait(timeout=15) == 0
+
+    union = coverage.Coverage(
+        data_file=str(tmp_path / ".coverage"), config_file=str(tmp_path / ".coveragerc")
+    )
+    union.combine([str(path) for path in data_files(tmp_path)], keep=True)
+    reported = {entry["file"].split("httpbin/")[-1]: entry for entry in summary["files"]}
+    for name in union.get_data().measured_files():
+        _, statements, _, missing, _ = union.analysis2(name)
+        entry = reported[name.split("httpbin/")[-1]]
+        assert (entry["statements"], entry["missing"]) == (len(statements), len(missing)), name

@@ -1,0 +1,219 @@
+"""The live dashboard and snapshots: see what the end-to-end tests reach while they run.
+
+Read-only pages under the control prefix, for a person in a browser:
+
+- ``<prefix>/`` the dashboard (a static page that reads ``summary``);
+- ``<prefix>/summary`` totals and per-file numbers of the data so far, as JSON;
+- ``<prefix>/html/`` coverage.py's own HTML report of the data so far, generated
+  into a private temporary folder on the first visit and when asked
+  (``?refresh``), served read-only by werkzeug's ``send_from_directory``;
+- ``<prefix>/snapshots`` the labelled snapshots, ``<prefix>/snapshots/<name>``
+  one of them as a data file, ``<prefix>/diff?from=A&to=B`` the lines gained and
+  lost between two snapshots (``to`` defaults to now).
+
+They accept the token as a Bearer token, or as the password of HTTP Basic
+authentication, which a browser asks for once. ``POST <prefix>/snapshot`` changes
+state, so, like every such route, it is Bearer-only: a browser never sends a
+Bearer token by itself, so a page on another origin cannot trigger it.
+
+Numbers come from coverage.py's reporting API on the data of every process
+(see :mod:`.workers`), read with the server's own coverage configuration.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import coverage
+from werkzeug.exceptions import NotFound
+from werkzeug.utils import send_from_directory
+from werkzeug.wrappers import Request, Response
+
+from .control import json_response
+from .workers import ProcessGroup
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
+
+__all__ = ["Dashboard"]
+
+_LABEL = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+class Dashboard:
+    """The read-only pages, the snapshot route, and the data they share."""
+
+    def __init__(self, group: ProcessGroup) -> None:
+        self.group = group
+        self.session = group.session
+        self._html_dir: str | None = None
+        self._html_lock = threading.Lock()
+
+    def read_only(self, prefix: str) -> dict[str, Callable[[WSGIEnvironment], Response]]:
+        """Exact ``PATH_INFO`` -> handler, for the pages a browser may read."""
+        return {
+            f"{prefix}/": self.page,
+            f"{prefix}/summary": self.summary,
+            f"{prefix}/snapshots": self.snapshots,
+            f"{prefix}/diff": self.diff,
+        }
+
+    def read_only_trees(self, prefix: str) -> dict[str, Callable[[WSGIEnvironment, str], Response]]:
+        """``PATH_INFO`` prefix -> handler of the rest of the path."""
+        return {f"{prefix}/html/": self.html, f"{prefix}/snapshots/": self.snapshot_file}
+
+    # -- the data ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _combined(self) -> Iterator[str]:
+        """Every process's data saved and combined into one temporary data file."""
+        answers, errors = self.group.broadcast({"op": "save"})
+        if errors:
+            raise OSError("; ".join(errors))
+        with tempfile.TemporaryDirectory(prefix="covguard-now-") as folder:
+            path = os.path.join(folder, "now")
+            combined = coverage.CoverageData(basename=path)
+            for answer in answers:
+                if os.path.exists(answer["data_file"]):
+                    part = coverage.CoverageData(basename=answer["data_file"])
+                    part.read()
+                    combined.update(part)
+                    part.close(force=True)
+            combined.write()
+            combined.close(force=True)
+            yield path
+
+    def _numbers(self, data_file: str) -> dict[str, Any]:
+        cov = coverage.Coverage(data_file=data_file)
+        cov.load()
+        files: list[dict[str, Any]] = []
+        for name in sorted(cov.get_data().measured_files()):
+            try:
+                _, statements, _, missing, _ = cov.analysis2(name)
+            except coverage.CoverageException:
+                continue  # a file that is gone, or not Python
+            run = len(statements) - len(missing)
+            shown = os.path.relpath(name)
+            files.append({
+                "file": name if shown.startswith("..") else shown,
+                "statements": len(statements),
+                "missing": len(missing),
+                "percent": round(100.0 * run / len(statements), 1) if statements else 100.0,
+            })  # fmt: skip
+        files.sort(key=lambda entry: (entry["percent"], entry["file"]))  # least covered first
+        total = sum(int(entry["statements"]) for entry in files)
+        not_run = sum(int(entry["missing"]) for entry in files)
+        return {
+            "percent": round(100.0 * (total - not_run) / total, 1) if total else 100.0,
+            "statements": total,
+            "missing": not_run,
+            "files": files,
+        }
+
+    # -- the pages --------------------------------------------------------------------------
+
+    def page(self, environ: WSGIEnvironment) -> Response:
+        page = resources.files("wsgi_covguard").joinpath("dashboard.html").read_text("utf-8")
+        response = Response(page, mimetype="text/html")
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    def summary(self, environ: WSGIEnvironment) -> Response:
+        with self._combined() as path:
+            numbers = self._numbers(path)
+        numbers.update(
+            core=self.session.core,
+            context=self.session.context,
+            workers=self.group.worker_count(),
+            generated=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        )
+        return json_response(numbers)
+
+    def html(self, environ: WSGIEnvironment, rest: str) -> Response:
+        with self._html_lock:
+            if self._html_dir is None or "refresh" in environ.get("QUERY_STRING", ""):
+                self._html_dir = self._html_dir or tempfile.mkdtemp(prefix="covguard-html-")
+                with self._combined() as path:
+                    cov = coverage.Coverage(data_file=path)
+                    cov.load()
+                    contexts = cov.get_data().measured_contexts() - {""}
+                    cov.html_report(directory=self._html_dir, show_contexts=bool(contexts))
+            folder = self._html_dir
+        return send_from_directory(folder, rest or "index.html", environ)
+
+    # -- snapshots --------------------------------------------------------------------------
+
+    def _snapshot_dir(self) -> str:
+        return os.path.dirname(self.session.data_file)
+
+    def _snapshot_prefix(self) -> str:
+        # Not "<data file>.*": `coverage combine` would merge and delete snapshots.
+        return os.path.basename(self.session.data_file) + "-snapshot-"
+
+    def take_snapshot(self, environ: WSGIEnvironment) -> Response:
+        request = Request(environ)
+        request.max_content_length = 1024
+        label = _LABEL.sub("-", request.get_data(as_text=True).strip())[:60].strip("-")
+        now = time.time()
+        stamp = (
+            time.strftime("%Y%m%dT%H%M%S", time.localtime(now)) + f".{int(now * 1000) % 1000:03d}"
+        )
+        name = f"{self._snapshot_prefix()}{stamp}-{label or 'unlabelled'}"  # sorts by time
+        with self._combined() as path:
+            shutil.copyfile(path, os.path.join(self._snapshot_dir(), name))
+        return json_response({"snapshot": name, "label": label})
+
+    def _names(self) -> list[str]:
+        folder, prefix = self._snapshot_dir(), self._snapshot_prefix()
+        return sorted(name for name in os.listdir(folder) if name.startswith(prefix))
+
+    def snapshots(self, environ: WSGIEnvironment) -> Response:
+        return json_response({"snapshots": self._names()})
+
+    def snapshot_file(self, environ: WSGIEnvironment, rest: str) -> Response:
+        if rest not in self._names():
+            raise NotFound(f"no snapshot {rest!r}")
+        response = send_from_directory(self._snapshot_dir(), rest, environ)
+        response.mimetype = "application/vnd.sqlite3"
+        return response
+
+    def diff(self, environ: WSGIEnvironment) -> Response:
+        args = Request(environ).args
+        before, after = args.get("from", ""), args.get("to", "")
+        names = self._names()
+        for name in (before, after):
+            if name and name not in names:
+                return json_response({"error": f"no snapshot {name!r}; see snapshots"}, 404)
+        if not before:
+            return json_response({"error": "say from=<snapshot> (and to=<snapshot>, or now)"}, 400)
+        old = _lines(os.path.join(self._snapshot_dir(), before))
+        if after:
+            new = _lines(os.path.join(self._snapshot_dir(), after))
+        else:
+            with self._combined() as path:
+                new = _lines(path)
+        changes = {}
+        for name in sorted(set(old) | set(new)):
+            gained = sorted(new.get(name, set()) - old.get(name, set()))
+            lost = sorted(old.get(name, set()) - new.get(name, set()))
+            if gained or lost:
+                changes[name] = {"gained": gained, "lost": lost}
+        return json_response({"from": before, "to": after or "now", "files": changes})
+
+
+def _lines(path: str) -> dict[str, set[int]]:
+    data = coverage.CoverageData(basename=path)
+    data.read()
+    try:
+        return {name: set(data.lines(name) or ()) for name in data.measured_files()}
+    finally:
+        data.close(force=True)
