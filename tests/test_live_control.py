@@ -219,7 +219,7 @@ def test_collect_names_each_server_it_could_not_reach(tmp_path: Path) -> None:
         cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 1
-    assert done.stderr.strip().startswith(f"covguard: {dead}: cannot reach it")
+    assert done.stderr.strip().startswith(f"covguard: cannot reach {dead}: ")
     assert TOKEN not in done.stderr
 
 

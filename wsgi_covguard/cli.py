@@ -365,13 +365,8 @@ def _report(html: str | None, fail_under: float | None) -> bool:
 
 
 def _shutdown(args: argparse.Namespace) -> int:
-    url = args.url or os.environ.get("COVGUARD_URL")
-    token = args.token or os.environ.get("COVGUARD_TOKEN")
-    if not url:
-        raise ConfigError("no server URL; pass it or set COVGUARD_URL")
-    if not token:
-        raise ConfigError("no token; pass --token or set COVGUARD_TOKEN")
-    _post_shutdown(url, token, args.path)
+    url = _url(args)
+    _post_shutdown(url, _token(args), args.path)
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
         if not _answers(url):
@@ -386,23 +381,13 @@ def _shutdown(args: argparse.Namespace) -> int:
 
 
 def _collect(args: argparse.Namespace) -> int:
-    token = args.token or os.environ.get("COVGUARD_TOKEN")
-    if not token:
-        raise ConfigError("no token; pass --token or set COVGUARD_TOKEN")
+    token = _token(args)
     failures = 0
     for url in args.urls:
-        request = urllib.request.Request(
-            url.rstrip("/") + args.prefix + "/data", headers={"Authorization": f"Bearer {token}"}
-        )
         try:
-            with urllib.request.urlopen(request, timeout=60) as answer:
-                body = answer.read()
-        except urllib.error.HTTPError as exc:
-            print(f"covguard: {url}: answered {exc.code}; check the token and URL", file=sys.stderr)
-            failures += 1
-            continue
-        except OSError as exc:
-            print(f"covguard: {url}: cannot reach it ({exc})", file=sys.stderr)
+            body = _fetch_data(url, token, args.prefix)
+        except CovGuardError as exc:
+            print(exc, file=sys.stderr)
             failures += 1
             continue
         # Named after the server, beside the configured data file: `coverage
@@ -414,30 +399,44 @@ def _collect(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-# -- report ---------------------------------------------------------------------
-
-
-def _report_command(args: argparse.Namespace) -> int:
-    import coverage
-
-    url = args.url or os.environ.get("COVGUARD_URL")
-    token = args.token or os.environ.get("COVGUARD_TOKEN")
-    if not url:
-        raise ConfigError("no server URL; pass it or set COVGUARD_URL")
-    if not token:
-        raise ConfigError("no token; pass --token or set COVGUARD_TOKEN")
+def _fetch_data(url: str, token: str, prefix: str) -> bytes:
+    """The server's coverage data, through its authenticated data route."""
     request = urllib.request.Request(
-        url.rstrip("/") + args.prefix + "/data", headers={"Authorization": f"Bearer {token}"}
+        url.rstrip("/") + prefix + "/data", headers={"Authorization": f"Bearer {token}"}
     )
     try:
         with urllib.request.urlopen(request, timeout=60) as answer:
-            body = answer.read()
+            body: bytes = answer.read()
     except urllib.error.HTTPError as exc:
         raise CovGuardError(
             f"covguard: {url} answered {exc.code}; check the token and URL"
         ) from None
     except OSError as exc:
         raise CovGuardError(f"covguard: cannot reach {url}: {exc}") from None
+    return body
+
+
+def _url(args: argparse.Namespace) -> str:
+    url: str | None = args.url or os.environ.get("COVGUARD_URL")
+    if not url:
+        raise ConfigError("no server URL; pass it or set COVGUARD_URL")
+    return url
+
+
+def _token(args: argparse.Namespace) -> str:
+    token: str | None = args.token or os.environ.get("COVGUARD_TOKEN")
+    if not token:
+        raise ConfigError("no token; pass --token or set COVGUARD_TOKEN")
+    return token
+
+
+# -- report ---------------------------------------------------------------------
+
+
+def _report_command(args: argparse.Namespace) -> int:
+    import coverage
+
+    body = _fetch_data(_url(args), _token(args), args.prefix)
     with tempfile.TemporaryDirectory(prefix="covguard-report-") as folder:
         data_file = os.path.join(folder, "server")
         with open(data_file, "wb") as file:
