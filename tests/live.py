@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -294,6 +295,19 @@ class CovguardServe:
 
 
 HTTPBIN_COVERAGERC = "[run]\nsource_pkgs = httpbin\n"
+
+#: A user's entry point for httpbin, as the README writes it.
+HTTPBIN_ENTRY = """\
+import wsgi_covguard
+wsgi_covguard.start()
+from httpbin import app
+application = wsgi_covguard.CovGuard(app)
+"""
+
+#: Debian's Chromium, headless, kept off the network (CI runs as root: no sandbox).
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 
 
 def drive_httpbin(get: Callable[[str], requests.Response], rounds: int = 1) -> None:

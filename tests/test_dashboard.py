@@ -16,7 +16,10 @@ import pytest
 import requests
 from live import (
     BIN,
+    CHROMIUM,
+    CHROMIUM_FLAGS,
     HTTPBIN_COVERAGERC,
+    HTTPBIN_ENTRY,
     ROOT,
     TOKEN,
     CovguardServe,
@@ -28,9 +31,6 @@ from live import (
 from playwright.sync_api import expect, sync_playwright
 
 PY = sys.executable
-CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 BASIC = ("anyone", TOKEN)
 
@@ -53,7 +53,7 @@ def test_the_dashboard_shows_coverage_rise_in_a_browser(
 ) -> None:
     live, _ = taskboard_live
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         context = browser.new_context(
             http_credentials={"username": "tester", "password": TOKEN},
             viewport={"width": 1100, "height": 700},
@@ -191,19 +191,11 @@ def test_covguard_report_pulls_the_data_through_the_api(
     assert wrong.stderr.strip() == f"covguard: {live.url} answered 403; check the token and URL"
 
 
-ENTRY = """\
-import wsgi_covguard
-wsgi_covguard.start()
-from httpbin import app
-application = wsgi_covguard.CovGuard(app)
-"""
-
-
 def test_under_gunicorn_the_dashboard_counts_every_worker(
     tmp_path: Path, servers: Callable[..., LiveServer]
 ) -> None:
     (tmp_path / ".coveragerc").write_text(HTTPBIN_COVERAGERC)
-    (tmp_path / "wsgi.py").write_text(ENTRY)
+    (tmp_path / "wsgi.py").write_text(HTTPBIN_ENTRY)
     port = free_port()
     argv = [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "-w", "3", "wsgi:application"]
     master = servers(argv, cwd=tmp_path, port=port).wait_listening()

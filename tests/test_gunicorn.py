@@ -20,6 +20,7 @@ import requests
 from live import (
     BIN,
     HTTPBIN_COVERAGERC,
+    HTTPBIN_ENTRY,
     ROOT,
     TOKEN,
     CovguardServe,
@@ -32,18 +33,11 @@ from live import (
     measured_lines,
 )
 
-ENTRY = """\
-import wsgi_covguard
-wsgi_covguard.start()
-from httpbin import app
-application = wsgi_covguard.CovGuard(app)
-"""
-
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     (tmp_path / ".coveragerc").write_text(HTTPBIN_COVERAGERC)
-    (tmp_path / "wsgi.py").write_text(ENTRY)
+    (tmp_path / "wsgi.py").write_text(HTTPBIN_ENTRY)
     return tmp_path
 
 

@@ -16,6 +16,7 @@ import requests
 from live import (
     BIN,
     HTTPBIN_COVERAGERC,
+    HTTPBIN_ENTRY,
     TOKEN,
     CovguardServe,
     LiveServer,
@@ -223,18 +224,10 @@ def test_collect_names_each_server_it_could_not_reach(tmp_path: Path) -> None:
     assert TOKEN not in done.stderr
 
 
-ENTRY = """\
-import wsgi_covguard
-wsgi_covguard.start()
-from httpbin import app
-application = wsgi_covguard.CovGuard(app)
-"""
-
-
 def test_under_gunicorn_save_and_reset_reach_every_worker(
     project: Path, servers: Callable[..., LiveServer]
 ) -> None:
-    (project / "wsgi.py").write_text(ENTRY)
+    (project / "wsgi.py").write_text(HTTPBIN_ENTRY)
     port = free_port()
     argv = [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "-w", "3", "wsgi:application"]
     master = servers(argv, cwd=project, port=port).wait_listening()

@@ -12,13 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from live import ROOT
+from live import CHROMIUM, CHROMIUM_FLAGS, ROOT
 from playwright.sync_api import sync_playwright
 
 PY = sys.executable
-CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 
 
 def test_the_html_report_shows_which_browser_test_ran_each_line(tmp_path: Path) -> None:
@@ -43,7 +40,7 @@ def test_the_html_report_shows_which_browser_test_ran_each_line(tmp_path: Path) 
 
     shot = tmp_path / "report-contexts.png"
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1100, "height": 760})
         page.goto(page_file.as_uri())
         source = (folder / "taskboard" / "__init__.py").read_text().splitlines()
