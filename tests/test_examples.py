@@ -12,7 +12,12 @@ import pytest
 from live import ROOT, data_files, measured_lines
 
 PY = sys.executable
-EXAMPLES = {"flask": "taskboard", "bottle": "guestbook", "pyramid": "bookshelf"}
+EXAMPLES = {
+    "flask": "taskboard",
+    "bottle": "guestbook",
+    "pyramid": "bookshelf",
+    "falcon": "notebook",
+}
 
 
 @pytest.fixture(params=list(EXAMPLES))
