@@ -1,7 +1,7 @@
 # Two commands on a fresh machine:
 #   make demo   the Flask example under waitress + wsgi_covguard, its browser tests (headless
 #               Chromium) against the live server, the shutdown route, a report and htmlcov/
-#               (make demo-bottle, make demo-pyramid, make demo-falcon: the other examples)
+#               (make demo-bottle, -pyramid, -falcon, -django: the other examples)
 #   make test   lint, types, and every test on Python 3.11 and 3.13
 # Each sets itself up: virtual environments, `pip install -e .[test]`, Debian's chromium.
 
@@ -12,7 +12,7 @@ VENV313 := .venv-3.13
 PYTEST_ARGS ?= -n 2
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo demo-flask demo-bottle demo-pyramid demo-falcon test lint venv chromium screenshot bench clean
+.PHONY: demo demo-flask demo-bottle demo-pyramid demo-falcon demo-django test lint venv chromium screenshot bench clean
 
 venv: $(VENV)/.installed
 
@@ -52,7 +52,7 @@ test: lint chromium $(VENV313)/.installed
 
 demo: demo-flask
 
-demo-flask demo-bottle demo-pyramid demo-falcon: demo-%: $(VENV)/.installed chromium
+demo-flask demo-bottle demo-pyramid demo-falcon demo-django: demo-%: $(VENV)/.installed chromium
 	rm -rf htmlcov .coverage .coverage.*
 	COVERAGE_RCFILE=examples/$*/.coveragerc $(VENV)/bin/covguard run wsgi:application \
 		--app-dir examples/$* --server waitress --html htmlcov \

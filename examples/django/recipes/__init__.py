@@ -1,0 +1,1 @@
+"""Recipes: a small Django project to measure end to end (routes, a form, templates, JSON)."""
