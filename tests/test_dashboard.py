@@ -220,3 +220,18 @@ def test_under_gunicorn_the_dashboard_counts_every_worker(
         _, statements, _, missing, _ = union.analysis2(name)
         entry = reported[name.split("httpbin/")[-1]]
         assert (entry["statements"], entry["missing"]) == (len(statements), len(missing)), name
+
+
+def test_the_html_report_before_anything_was_measured_is_a_clear_4xx(tmp_path: Path) -> None:
+    (tmp_path / ".coveragerc").write_text("[run]\nsource_pkgs = nothing_measured_here\n")
+    (tmp_path / "hello.py").write_text(
+        "def app(environ, start_response):\n    start_response('200 OK', [])\n    return [b'hi']\n"
+    )
+    live = CovguardServe(["hello:app"], cwd=tmp_path)
+    try:
+        answer = requests.get(f"{live.url}/__coverage__/html/", auth=BASIC, timeout=30)
+        assert answer.status_code == 409
+        assert "No data" in answer.json()["error"]
+        assert requests.get(f"{live.url}/__coverage__/summary", auth=BASIC, timeout=30).ok
+    finally:
+        live.stop()

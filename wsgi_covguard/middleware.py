@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+import coverage
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
@@ -200,6 +201,8 @@ class CovGuard:
                 return exc.get_response(environ)
             except OSError as exc:  # the data could not be read or written: say so
                 return json_response({"error": str(exc)}, 507)
+            except coverage.CoverageException as exc:  # e.g. nothing measured to report yet
+                return json_response({"error": str(exc)}, 409)
         if read_only and not environ.get("HTTP_AUTHORIZATION"):
             response = json_response({"error": "log in with the token as the password"}, 401)
             response.headers["WWW-Authenticate"] = 'Basic realm="covguard", charset="UTF-8"'
