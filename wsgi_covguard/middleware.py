@@ -13,10 +13,10 @@ pass-through that measures nothing and adds no route, safe in production.
 With a token, every request passes through to the application except the
 control route. ``POST /__shutdown__`` with ``Authorization: Bearer <token>``
 answers ``202 Accepted`` and then, in this order: the response is delivered
-(the stop is triggered from the response's ``close()``, after the body is
-written); requests in flight finish (up to ``drain_timeout``); coverage is
-stopped and saved; the server is stopped through its own clean path
-(:mod:`wsgi_covguard.stopping`), and the process exits 0.
+(the stop is triggered once the body is written); requests in flight finish
+(up to ``drain_timeout``); the data is saved; the server is stopped through
+its own clean path (:mod:`wsgi_covguard.stopping`); at exit, coverage stops
+and saves for good, and the process exits 0.
 """
 
 from __future__ import annotations
