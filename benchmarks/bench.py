@@ -130,12 +130,11 @@ def shutdown_seconds(app: Path, make: Callable[[int], list[str]], rounds: int) -
     return statistics.median(times)
 
 
-def middleware_cost(python: Path, app: Path) -> tuple[float, float]:
-    """µs per request of the app alone and behind an enabled CovGuard, tracing paused."""
-    script = """
-import timeit, wsgi_covguard, io
-session = wsgi_covguard.start()
-session.coverage.stop()  # measure the middleware, not the tracer
+COST = """
+import timeit, wsgi_covguard
+session = wsgi_covguard.start()  # None without a token: the inert case
+if session is not None:
+    session.coverage.stop()  # measure the middleware, not the tracer
 def app(environ, start_response):
     start_response("200 OK", [("Content-Length", "2")])
     return [b"ok"]
@@ -150,8 +149,14 @@ bare = min(timeit.repeat(lambda: call(app), number=n, repeat=5)) / n * 1e6
 wrapped = min(timeit.repeat(lambda: call(guard), number=n, repeat=5)) / n * 1e6
 print(bare, wrapped)
 """
-    env = {**os.environ, "COVGUARD_TOKEN": TOKEN, "COVERAGE_FILE": str(app / ".coverage-cost")}
-    out = subprocess.run([str(python), "-c", script], cwd=app, env=env, capture_output=True,
+
+
+def middleware_cost(python: Path, app: Path, *, enabled: bool) -> tuple[float, float]:
+    """µs per call of a bare app and of the same app behind CovGuard (tracing paused)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVGUARD_")}
+    if enabled:
+        env.update(COVGUARD_TOKEN=TOKEN, COVERAGE_FILE=str(app / ".coverage-cost"))
+    out = subprocess.run([str(python), "-c", COST], cwd=app, env=env, capture_output=True,
                          text=True, check=True).stdout.split()  # fmt: skip
     return float(out[0]), float(out[1])
 
@@ -209,10 +214,11 @@ def main() -> int:
             gone = shutdown_seconds(app, make, rounds)
             rows.append(f"| shutdown request → process gone, {what}, Python {v311} "
                         f"| {gone:.2f} s | | | {goal} |")  # fmt: skip
-        bare_us, wrapped_us = middleware_cost(PY311, app)
-        rows.append(f"| the middleware's own cost per request, tracing paused, Python {v311} "
-                    f"| {wrapped_us - bare_us:.2f} µs | ({wrapped_us:.2f} vs {bare_us:.2f} µs "
-                    "for the bare call) | | report it |")  # fmt: skip
+        for what, enabled in (("measuring, tracing paused", True), ("inert", False)):
+            bare_us, wrapped_us = middleware_cost(PY311, app, enabled=enabled)
+            rows.append(f"| the middleware's own cost per request ({what}), Python {v311} "
+                        f"| {wrapped_us - bare_us:.2f} µs | ({wrapped_us:.2f} vs {bare_us:.2f} µs "
+                        "for the bare call) | | report it |")  # fmt: skip
 
     print(f"wsgi_covguard benchmark: examples/flask under waitress --threads=4; wrk -t1 -c4 "
           f"-d{seconds:g}s over 5 paths; {rounds} rounds interleaved A B, B A, medians; "
