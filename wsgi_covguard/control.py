@@ -12,11 +12,9 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import coverage
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Request, Response
 
@@ -109,20 +107,8 @@ class ControlRoutes:
         )
 
     def data(self, environ: WSGIEnvironment) -> Response:
-        answers, errors = self.group.broadcast({"op": "save"})
-        if errors:
-            return json_response({"error": "some processes did not answer", "errors": errors}, 503)
-        with tempfile.TemporaryDirectory(prefix="covguard-data-") as folder:
-            combined = coverage.CoverageData(basename=os.path.join(folder, "combined"))
-            for answer in answers:
-                if os.path.exists(answer["data_file"]):
-                    part = coverage.CoverageData(basename=answer["data_file"])
-                    part.read()
-                    combined.update(part)
-            combined.write()
-            combined.close()
-            with open(combined.data_filename(), "rb") as file:
-                body = file.read()
+        with self.group.combined() as path, open(path, "rb") as file:
+            body = file.read()
         name = f".coverage.{socket.gethostname().replace('.', '_')}.pid{os.getpid()}.collected"
         response = Response(body, mimetype="application/vnd.sqlite3")
         response.headers["Content-Disposition"] = f'attachment; filename="{name}"'

@@ -28,8 +28,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -73,25 +72,6 @@ class Dashboard:
 
     # -- the data ---------------------------------------------------------------------------
 
-    @contextmanager
-    def _combined(self) -> Iterator[str]:
-        """Every process's data saved and combined into one temporary data file."""
-        answers, errors = self.group.broadcast({"op": "save"})
-        if errors:
-            raise OSError("; ".join(errors))
-        with tempfile.TemporaryDirectory(prefix="covguard-now-") as folder:
-            path = os.path.join(folder, "now")
-            combined = coverage.CoverageData(basename=path)
-            for answer in answers:
-                if os.path.exists(answer["data_file"]):
-                    part = coverage.CoverageData(basename=answer["data_file"])
-                    part.read()
-                    combined.update(part)
-                    part.close(force=True)
-            combined.write()
-            combined.close(force=True)
-            yield path
-
     def _numbers(self, data_file: str) -> dict[str, Any]:
         cov = coverage.Coverage(data_file=data_file)
         cov.load()
@@ -128,7 +108,7 @@ class Dashboard:
         return response
 
     def summary(self, environ: WSGIEnvironment) -> Response:
-        with self._combined() as path:
+        with self.group.combined() as path:
             numbers = self._numbers(path)
         numbers.update(
             core=self.session.core,
@@ -142,7 +122,7 @@ class Dashboard:
         with self._html_lock:
             if self._html_dir is None or "refresh" in environ.get("QUERY_STRING", ""):
                 self._html_dir = self._html_dir or tempfile.mkdtemp(prefix="covguard-html-")
-                with self._combined() as path:
+                with self.group.combined() as path:
                     cov = coverage.Coverage(data_file=path)
                     cov.load()
                     contexts = cov.get_data().measured_contexts() - {""}
@@ -168,7 +148,7 @@ class Dashboard:
             time.strftime("%Y%m%dT%H%M%S", time.localtime(now)) + f".{int(now * 1000) % 1000:03d}"
         )
         name = f"{self._snapshot_prefix()}{stamp}-{label or 'unlabelled'}"  # sorts by time
-        with self._combined() as path:
+        with self.group.combined() as path:
             shutil.copyfile(path, os.path.join(self._snapshot_dir(), name))
         return json_response({"snapshot": name, "label": label})
 
@@ -199,7 +179,7 @@ class Dashboard:
         if after:
             new = _lines(os.path.join(self._snapshot_dir(), after))
         else:
-            with self._combined() as path:
+            with self.group.combined() as path:
                 new = _lines(path)
         changes = {}
         for name in sorted(set(old) | set(new)):

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,28 @@ class ProcessGroup:
             except (OSError, ValueError) as exc:
                 errors.append(f"process {pid}: {exc}")
         return answers, errors
+
+    @contextlib.contextmanager
+    def combined(self) -> Iterator[str]:
+        """Every process's data saved and combined into one temporary data file.
+
+        Raises ``OSError`` (answered 507) when a process cannot save or does not answer.
+        """
+        answers, errors = self.broadcast({"op": "save"})
+        if errors:
+            raise OSError("; ".join(errors))
+        with tempfile.TemporaryDirectory(prefix="covguard-combined-") as folder:
+            path = os.path.join(folder, "combined")
+            combined = coverage.CoverageData(basename=path)
+            for answer in answers:
+                if os.path.exists(answer["data_file"]):
+                    part = coverage.CoverageData(basename=answer["data_file"])
+                    part.read()
+                    combined.update(part)
+                    part.close(force=True)
+            combined.write()
+            combined.close(force=True)
+            yield path
 
     def siblings(self) -> list[int]:
         """The other measuring processes of this server: the master's other children (the
