@@ -29,6 +29,15 @@ FLASK_EXAMPLE = ROOT / "examples" / "flask"
 TEST_APPS = ROOT / "tests" / "apps"
 TOKEN = "test-token-0123456789abcdef"
 
+#: Runs ``argv[1:]`` with SIGINT at its default, as a terminal starts a command. A suite
+#: launched as ``make test &`` hands every child SIGINT ignored; a foreground server
+#: stopped with SIGINT (a ``coverage run`` reference, an inert server) would then never stop.
+AS_IN_A_TERMINAL = [
+    sys.executable, "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL);"
+    " os.execvp(sys.argv[1], sys.argv[1:])",
+]  # fmt: skip
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -42,7 +51,8 @@ class LiveServer:
     With ``background=True`` it is launched by ``sh -c 'cmd &'``: a
     non-interactive shell starts background jobs with SIGINT ignored, exactly
     the trap CI scripts fall into. The shell waits for the job and passes on its
-    exit status, so ``wait()`` still reports the server's own.
+    exit status, so ``wait()`` still reports the server's own. Otherwise it starts
+    as from a terminal, SIGINT at its default, however the suite itself was started.
     """
 
     def __init__(
@@ -86,7 +96,7 @@ class LiveServer:
             self.pid = int(self.process.stdout.readline())
         else:
             self.process = subprocess.Popen(
-                argv,
+                [*AS_IN_A_TERMINAL, *argv],
                 cwd=cwd,
                 env=environ,
                 stdout=self._log,
