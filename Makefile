@@ -2,17 +2,20 @@
 #   make demo   the Flask example under waitress + wsgi_covguard, its browser tests (headless
 #               Chromium) against the live server, the shutdown route, a report and htmlcov/
 #               (make demo-bottle, -pyramid, -falcon, -django: the other examples)
-#   make test   lint, types, and every test on Python 3.11 and 3.13
+#   make test   lint, types, and every test on Python 3.11 (ctrace), 3.12 and 3.13 (sysmon)
 # Each sets itself up: virtual environments, `pip install -e .[test]`, Debian's chromium.
 
 PYTHON ?= python3
-PY313 ?= $(shell pyenv root 2>/dev/null || echo $$HOME/.pyenv)/versions/3.13.0/bin/python3
+PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $$HOME/.pyenv)
+PY312 ?= $(PYENV_ROOT)/versions/3.12.1/bin/python3
+PY313 ?= $(PYENV_ROOT)/versions/3.13.0/bin/python3
 VENV := .venv
+VENV312 := .venv-3.12
 VENV313 := .venv-3.13
 PYTEST_ARGS ?= -n 2
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo demo-flask demo-bottle demo-pyramid demo-falcon demo-django test lint venv chromium screenshot bench clean
+.PHONY: demo demo-flask demo-bottle demo-pyramid demo-falcon demo-django test lint venv chromium screenshot bench stress clean
 
 venv: $(VENV)/.installed
 
@@ -22,11 +25,12 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/python -m pip install -q -e '.[test]'
 	touch $@
 
-$(VENV313)/.installed: pyproject.toml
-	@test -x "$(PY313)" || { echo "make: Python 3.13 not found at $(PY313); install it (pyenv install 3.13.0) or set PY313=/path/to/python3.13"; exit 2; }
-	$(PY313) -m venv $(VENV313)
-	$(VENV313)/bin/python -m pip install -q --upgrade pip
-	$(VENV313)/bin/python -m pip install -q -e '.[test]'
+# One virtual environment per other Python of the matrix: .venv-3.12, .venv-3.13.
+.venv-%/.installed: pyproject.toml
+	@test -x "$(PY$(subst .,,$*))" || { echo "make: Python $* not found at $(PY$(subst .,,$*)); install it (pyenv install $*) or set PY$(subst .,,$*)=/path/to/python$*"; exit 2; }
+	$(PY$(subst .,,$*)) -m venv .venv-$*
+	.venv-$*/bin/python -m pip install -q --upgrade pip
+	.venv-$*/bin/python -m pip install -q -e '.[test]'
 	touch $@
 
 lint: $(VENV)/.installed
@@ -46,8 +50,9 @@ chromium:
 	  fi; \
 	fi
 
-test: lint chromium $(VENV313)/.installed
+test: lint chromium $(VENV312)/.installed $(VENV313)/.installed
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV312)/bin/python -m pytest $(PYTEST_ARGS)
 	$(VENV313)/bin/python -m pytest $(PYTEST_ARGS)
 
 demo: demo-flask
@@ -66,10 +71,18 @@ bench: $(VENV)/.installed $(VENV313)/.installed
 	  else echo "make: wrk is missing; run 'sudo apt-get install wrk'"; exit 2; fi; }
 	$(VENV)/bin/python benchmarks/bench.py
 
+# Races show only on a busy machine: every load-during-stop test ROUNDS times per server
+# (waitress, werkzeug, cheroot, wsgiref, gunicorn, granian) beside two busy loops (ours, by pid).
+ROUNDS ?= 20
+stress: $(VENV)/.installed
+	@busy=""; for cpu in 1 2; do $(VENV)/bin/python -c 'while True: pass' & busy="$$busy $$!"; done; \
+	COVGUARD_STOP_ROUNDS=$(ROUNDS) $(VENV)/bin/python -m pytest -p no:cacheprovider -q \
+		-k under_load tests/test_reliability.py; status=$$?; kill $$busy; exit $$status
+
 # Retake the pictures the README shows: docs/report-contexts.png and docs/dashboard.png.
 screenshot: $(VENV)/.installed chromium
 	COVGUARD_UPDATE_DOCS=1 $(VENV)/bin/python -m pytest -q tests/test_report_screenshot.py \
 		tests/test_dashboard.py -k "html_report or dashboard_shows"
 
 clean:
-	rm -rf $(VENV) $(VENV313) htmlcov .coverage .coverage.* *.egg-info
+	rm -rf $(VENV) $(VENV312) $(VENV313) htmlcov .coverage .coverage.* *.egg-info

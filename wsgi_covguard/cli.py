@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import inspect
 import os
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -153,11 +155,13 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from . import CovGuard, start
-    from .servers import Options, check_available, create_server
+    from .servers import LOADS_IN_WORKERS, Options, check_available, create_server
 
     options = Options(threads=args.threads, workers=args.workers)
     check_available(args.server, options)
     token = os.environ.get("COVGUARD_TOKEN") or _generated_token()
+    if args.server in LOADS_IN_WORKERS:
+        return _serve_from_workers(args, options)
     session = start(token=token, contexts=args.contexts, autosave=args.autosave)
     assert session is not None
     try:
@@ -186,6 +190,48 @@ def _serve(args: argparse.Namespace) -> int:
         server.run()
     session.finish()
     return 0
+
+
+def _serve_from_workers(args: argparse.Namespace, options: Any) -> int:
+    """Serve with a server whose worker processes import the app (granian).
+
+    This process only supervises: each worker starts coverage, imports APP and
+    wraps it (:func:`guarded_app`); the shutdown route stops this process's
+    server, which stops each worker gracefully, and each saves its own data.
+    """
+    from .servers import create_server
+
+    load = functools.partial(
+        guarded_app, args.app, os.path.abspath(args.app_dir), args.contexts, args.autosave
+    )
+    server = create_server(args.server, load, args.host, args.port, options)
+
+    def announce_when_listening() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if not _listening(server.url):
+                time.sleep(0.05)
+                continue
+            print(
+                f"covguard: serving {args.app} on {server.url} ({server.name},"
+                f" {options.workers or 1} worker(s), pid {os.getpid()})",
+                flush=True,
+            )
+            return
+
+    threading.Thread(target=announce_when_listening, daemon=True).start()
+    server.run()
+    return 0
+
+
+def guarded_app(spec: str, app_dir: str, contexts: bool, autosave: float | None) -> WSGIApplication:
+    """In a worker process: start coverage, import APP, wrap it (what ``serve`` does in one)."""
+    from . import CovGuard, start
+
+    start(contexts=contexts, autosave=autosave)  # the token is in the environment
+    sys.path.insert(0, app_dir)
+    app = load_app(spec)
+    return app if isinstance(app, CovGuard) else CovGuard(app)
 
 
 class _Front:
@@ -369,7 +415,7 @@ def _shutdown(args: argparse.Namespace) -> int:
     _post_shutdown(url, _token(args), args.path)
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
-        if not _answers(url):
+        if not _listening(url):
             print(f"covguard: {url} has stopped")
             return 0
         time.sleep(0.1)
@@ -485,11 +531,16 @@ def _post_shutdown(url: str, token: str, path: str) -> None:
         raise CovGuardError(f"covguard: {url}{path} answered {status}, not 202; check the token")
 
 
-def _answers(url: str) -> bool:
+def _listening(url: str) -> bool:
+    """True while something accepts connections at ``url``.
+
+    A bare connection, closed at once: no request reaches the app, whose
+    coverage would otherwise hold lines that no test ran.
+    """
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        with urllib.request.urlopen(url, timeout=2):
-            return True
-    except urllib.error.HTTPError:
-        return True
+        socket.create_connection((parts.hostname or "localhost", port), timeout=2).close()
     except OSError:
         return False
+    return True

@@ -1,4 +1,4 @@
-"""The live control routes: save, reset, context, status and data.
+"""The live control routes: save, reset (``?to=start``), context, status and data.
 
 Each is a small handler from a WSGI environ to a :class:`werkzeug.wrappers.Response`
 with a JSON body (the data route answers the SQLite file itself). The middleware
@@ -58,9 +58,23 @@ class ControlRoutes:
         )
 
     def reset(self, environ: WSGIEnvironment) -> Response:
-        answers, errors = self.group.broadcast({"op": "reset"})
+        """Forget everything measured, or with ``?to=start`` all but what start-up ran."""
+        to = Request(environ).args.get("to")
+        if to not in (None, "start"):
+            return json_response(
+                {"error": "reset takes no query, or to=start to keep what start-up ran"}, 400
+            )
+        if to == "start" and not self.session.remembers_start_up:
+            return json_response(
+                {"error": "no start-up state was recorded in this process; reset without"
+                 " to=start, or wrap the app in CovGuard"},
+                409,
+            )  # fmt: skip
+        command = {"op": "reset", "to": to} if to else {"op": "reset"}
+        answers, errors = self.group.broadcast(command)
         return json_response(
-            {"reset": [a["pid"] for a in answers], "errors": errors}, _status(errors)
+            {"reset": [a["pid"] for a in answers], "to": to or "nothing", "errors": errors},
+            _status(errors),
         )
 
     def context(self, environ: WSGIEnvironment) -> Response:

@@ -22,6 +22,7 @@ Numbers come from coverage.py's reporting API on the data of every process
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -73,31 +74,20 @@ class Dashboard:
     # -- the data ---------------------------------------------------------------------------
 
     def _numbers(self, data_file: str) -> dict[str, Any]:
-        cov = coverage.Coverage(data_file=data_file)
-        cov.load()
-        files: list[dict[str, Any]] = []
-        for name in sorted(cov.get_data().measured_files()):
-            try:
-                _, statements, _, missing, _ = cov.analysis2(name)
-            except coverage.CoverageException:
-                continue  # a file that is gone, or not Python
-            run = len(statements) - len(missing)
-            shown = os.path.relpath(name)
-            files.append({
-                "file": name if shown.startswith("..") else shown,
-                "statements": len(statements),
-                "missing": len(missing),
-                "percent": round(100.0 * run / len(statements), 1) if statements else 100.0,
-            })  # fmt: skip
+        """coverage.py's own figures for ``data_file``: those ``coverage report`` prints.
+
+        Its JSON report does the counting (statements, branches, partial branches,
+        exclusions, omit/include) and the rounding (``precision``); we only reshape it.
+        """
+        report = os.path.join(os.path.dirname(data_file), "summary.json")
+        self.session.reporter(data_file).json_report(outfile=report)
+        with open(report, encoding="utf-8") as file:
+            figures = json.load(file)
+        files = [
+            _figures(summary["summary"], file=name) for name, summary in figures["files"].items()
+        ]
         files.sort(key=lambda entry: (entry["percent"], entry["file"]))  # least covered first
-        total = sum(int(entry["statements"]) for entry in files)
-        not_run = sum(int(entry["missing"]) for entry in files)
-        return {
-            "percent": round(100.0 * (total - not_run) / total, 1) if total else 100.0,
-            "statements": total,
-            "missing": not_run,
-            "files": files,
-        }
+        return {**_figures(figures["totals"]), "files": files}
 
     # -- the pages --------------------------------------------------------------------------
 
@@ -123,8 +113,7 @@ class Dashboard:
             if self._html_dir is None or "refresh" in environ.get("QUERY_STRING", ""):
                 self._html_dir = self._html_dir or tempfile.mkdtemp(prefix="covguard-html-")
                 with self.group.combined() as path:
-                    cov = coverage.Coverage(data_file=path)
-                    cov.load()
+                    cov = self.session.reporter(path)
                     contexts = cov.get_data().measured_contexts() - {""}
                     cov.html_report(directory=self._html_dir, show_contexts=bool(contexts))
             folder = self._html_dir
@@ -188,6 +177,21 @@ class Dashboard:
             if gained or lost:
                 changes[name] = {"gained": gained, "lost": lost}
         return json_response({"from": before, "to": after or "now", "files": changes})
+
+
+def _figures(summary: dict[str, Any], **more: str) -> dict[str, Any]:
+    """One row of the summary from coverage's JSON ``summary``: ``shown`` is its own string."""
+    return {
+        **more,
+        "statements": summary["num_statements"],
+        "missing": summary["missing_lines"],
+        "excluded": summary["excluded_lines"],
+        "branches": summary.get("num_branches", 0),
+        "partial": summary.get("num_partial_branches", 0),
+        "missing_branches": summary.get("missing_branches", 0),
+        "percent": summary["percent_covered"],
+        "shown": summary["percent_covered_display"],
+    }
 
 
 def _lines(path: str) -> dict[str, set[int]]:

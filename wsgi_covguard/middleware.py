@@ -41,7 +41,7 @@ from .control import ControlRoutes, json_response
 from .dashboard import Dashboard
 from .errors import ConfigError
 from .session import CoverageSession, get_session, start
-from .stopping import Stopper, find_stopper
+from .stopping import Stopper, find_stopper, handler_threads
 from .workers import ProcessGroup
 
 if TYPE_CHECKING:
@@ -106,11 +106,12 @@ class CovGuard:
         session = session or start(token=self._token.reveal(), autosave=autosave)
         assert session is not None  # a token was given
         self._session = session
+        session.remember_start_up()  # the app is imported: this is the start-up state
         self._lock = threading.Lock()
         self._in_flight = 0
         # Requests that arrived after the drain and before the server stopped:
         # let them finish before the process ends (werkzeug's threads are daemons).
-        atexit.register(self._drain)
+        atexit.register(self._drain, at_exit=True)
         group = ProcessGroup(session)
         group.listen_if_prefork()
         controls = ControlRoutes(group, lambda: self._in_flight)
@@ -147,6 +148,8 @@ class CovGuard:
             route = self._tree_route(path)
         if route is not None and _spelled_exactly(environ):
             return self._control(*route, environ)(environ, start_response)
+        if self._session.traces_threads and sys.gettrace() is None:
+            self._session.trace_this_thread()  # a thread the tracer never reached (granian)
         with self._lock:
             self._in_flight += 1
         try:
@@ -250,12 +253,21 @@ class CovGuard:
             self._session.save()  # on disk before the stop; finish() at exit adds the rest
         stopper()
 
-    def _drain(self) -> bool:
-        """Wait (up to drain_timeout) for the requests in flight; True if none is left."""
+    def _drain(self, *, at_exit: bool = False) -> bool:
+        """Wait (up to drain_timeout) for the requests in flight; True if none is left.
+
+        At exit the server no longer accepts connections, and the wait is also for
+        its handler threads that have one but have not reached us yet: the
+        interpreter would cut their response short (see :func:`handler_threads`).
+        """
         deadline = time.monotonic() + self.drain_timeout
-        while self._in_flight > 0 and time.monotonic() < deadline:
+
+        def busy() -> bool:
+            return self._in_flight > 0 or (at_exit and bool(handler_threads()))
+
+        while busy() and time.monotonic() < deadline:
             time.sleep(0.01)
-        return self._in_flight == 0
+        return not busy()
 
     def _announce(self) -> None:
         session = self._session

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
-from .stopping import CallStop, InterruptMain, Stopper, TerminateMaster
+from .stopping import CallStop, EndServeLoop, InterruptMain, Stopper, TerminateMaster
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
-__all__ = ["SERVERS", "Server", "check_available", "create_server"]
+__all__ = ["LOADS_IN_WORKERS", "SERVERS", "Options", "Server", "check_available", "create_server"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,8 @@ def _werkzeug(app: WSGIApplication, host: str, port: int, options: Options) -> S
     from werkzeug.serving import make_server
 
     server = make_server(host, port, app, threaded=options.threads != 1)
-    return Server("werkzeug", host, server.server_port, server.serve_forever, InterruptMain())
+    stop = EndServeLoop(server, in_main_thread=True)
+    return Server("werkzeug", host, server.server_port, server.serve_forever, stop)
 
 
 def _cheroot(app: WSGIApplication, host: str, port: int, options: Options) -> Server:
@@ -78,9 +79,8 @@ def _wsgiref(app: WSGIApplication, host: str, port: int, options: Options) -> Se
     from wsgiref.simple_server import make_server
 
     server = make_server(host, port, app)
-    return Server(
-        "wsgiref", host, server.server_port, server.serve_forever, CallStop(server, "shutdown")
-    )
+    stop = EndServeLoop(server, in_main_thread=True)
+    return Server("wsgiref", host, server.server_port, server.serve_forever, stop)
 
 
 def _gunicorn(app: WSGIApplication, host: str, port: int, options: Options) -> Server:
@@ -121,7 +121,35 @@ def _gunicorn(app: WSGIApplication, host: str, port: int, options: Options) -> S
                   TerminateMaster(in_master=True))  # fmt: skip
 
 
-_Launcher = Callable[["WSGIApplication", str, int, Options], Server]
+def _granian(load: Callable[[], WSGIApplication], host: str, port: int, options: Options) -> Server:
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    # granian binds in its own code, one socket per worker on Linux: a busy port is
+    # found here, and --port 0 becomes a free port chosen now.
+    with socket.create_server((host, port)) as probe:
+        port = probe.getsockname()[1]
+    # granian logs to stdout; ours is for the ready line alone, like every server's.
+    to_stderr = {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}
+    handlers = {
+        "console": {**to_stderr, "formatter": "generic"},
+        "access": {**to_stderr, "formatter": "access"},
+    }
+    server = Granian(
+        "covguard", address=host, port=port, interface=Interfaces.WSGI,
+        workers=options.workers or 1, blocking_threads=options.threads,
+        log_dictconfig={"handlers": handlers},
+    )  # fmt: skip
+
+    def run() -> None:
+        # The target is imported by each worker through ``load``, never here: with
+        # fork, lines run in this process before the fork are not the worker's.
+        server.serve(target_loader=load, wrap_loader=False)
+
+    return Server("granian", host, port, run, TerminateMaster(in_master=True))
+
+
+_Launcher = Callable[[Any, str, int, Options], Server]
 
 #: name -> (launcher, module it needs, extra that installs it)
 SERVERS: dict[str, tuple[_Launcher, str, str | None]] = {
@@ -130,10 +158,14 @@ SERVERS: dict[str, tuple[_Launcher, str, str | None]] = {
     "cheroot": (_cheroot, "cheroot", "cheroot"),
     "wsgiref": (_wsgiref, "wsgiref", None),
     "gunicorn": (_gunicorn, "gunicorn", "gunicorn"),
+    "granian": (_granian, "granian", "granian"),
 }
 
-#: The only server with several processes.
-PREFORK = {"gunicorn"}
+#: Servers with several processes (--workers).
+PREFORK = {"gunicorn", "granian"}
+#: Servers whose workers import the application themselves: their launcher takes a
+#: function that returns it, called in each worker.
+LOADS_IN_WORKERS = {"granian"}
 
 
 def check_available(name: str, options: Options = Options()) -> None:
@@ -145,8 +177,8 @@ def check_available(name: str, options: Options = Options()) -> None:
             raise ConfigError(f"{option} {value} must be 1 or more")
     if options.workers is not None and name not in PREFORK:
         raise ConfigError(
-            f"--workers is for gunicorn; {name} serves from one process (drop --workers"
-            " or use --server gunicorn)"
+            f"--workers is for {' and '.join(sorted(PREFORK))}; {name} serves from one process"
+            " (drop --workers or use --server gunicorn)"
         )
     _, module, extra = SERVERS[name]
     if importlib.util.find_spec(module) is None:
@@ -156,9 +188,13 @@ def check_available(name: str, options: Options = Options()) -> None:
 
 
 def create_server(
-    name: str, app: WSGIApplication, host: str, port: int, options: Options = Options()
+    name: str, app: Any, host: str, port: int, options: Options = Options()
 ) -> Server:
-    """Bind ``name`` on ``host:port`` serving ``app``; a busy port is a ConfigError."""
+    """Bind ``name`` on ``host:port`` serving ``app``; a busy port is a ConfigError.
+
+    ``app`` is the WSGI application, or for :data:`LOADS_IN_WORKERS` servers a
+    picklable function that returns it, called in each worker process.
+    """
     check_available(name, options)
     launcher = SERVERS[name][0]
     try:

@@ -43,6 +43,13 @@ __all__ = ["CoverageSession", "get_session", "start"]
 
 _CORE_NAMES = {"CTracer": "ctrace", "PyTracer": "pytrace", "SysMonitor": "sysmon"}
 
+#: The settings a report of this process's data must share with it: what it measures
+#: (source, include, omit, [paths]) and how it reports (exclusions, partial branches,
+#: precision, sorting...). Everything else about reading data is the data's own.
+_REPORT_SECTIONS = ("report:", "html:", "json:")
+_REPORT_RUN_OPTIONS = ("run:source", "run:source_pkgs", "run:source_dirs", "run:include",
+                       "run:omit", "run:relative_files", "run:plugins")  # fmt: skip
+
 #: Our own files are never part of the user's report.
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
 
@@ -79,6 +86,10 @@ class CoverageSession:
         self._autosave_every: float | None = None
         #: Conditions that keep data from being measured as configured.
         self.warnings: list[str] = []
+        #: True where threads must be handed coverage's tracer (see trace_this_thread).
+        self.traces_threads = owned and self.core != "sysmon"
+        # What start-up measured, for reset(to_start=True): (arcs?, lines or arcs per file).
+        self._start_up: tuple[bool, dict[str, Any]] | None = None
         os.register_at_fork(after_in_child=self._after_fork_in_child)
 
     def _after_fork_in_child(self) -> None:
@@ -109,6 +120,38 @@ class CoverageSession:
             )
             print(f"covguard: {self.warnings[-1]}", file=sys.stderr, flush=True)
 
+    def trace_this_thread(self) -> None:
+        """Measure the calling thread from its next call on, if the tracer has not reached it.
+
+        ctrace and pytrace reach the main thread and threads that ``threading``
+        starts after :meth:`coverage.Coverage.start`. A server that runs the
+        application on threads of its own making (granian's Rust runtime, uWSGI,
+        threads started before coverage) would have none of their lines measured.
+        The middleware calls this when ``sys.gettrace()`` is None in a request's
+        thread; coverage's own per-thread installer (what ``threading.settrace``
+        hands new threads) then starts a tracer there. It is a private part of
+        coverage.py: if it is ever missing, the loss is said in one line, and in
+        ``status``, at the first such request.
+        """
+        if self.finished:
+            return
+        collector = getattr(self.coverage, "_collector", None)
+        install = getattr(collector, "_installation_trace", None)
+        if install is not None:
+            sys.settrace(install)
+            return
+        with self._lock:
+            if not self.traces_threads:
+                return  # said already
+            self.traces_threads = False
+            self.warnings.append(
+                f"requests run on threads the {self.core} core does not trace (thread"
+                f" {threading.current_thread().name!r}); their lines are not measured: use"
+                " Python 3.12+ for the sysmon core, or a server that runs the app on"
+                " threads started by `threading`"
+            )
+        print(f"covguard: {self.warnings[-1]}", file=sys.stderr, flush=True)
+
     @functools.cached_property
     def core(self) -> str:
         """The measuring core in use: ``sysmon``, ``ctrace`` or ``pytrace``."""
@@ -129,6 +172,25 @@ class CoverageSession:
     def data_file(self) -> str:
         """The configured data file; ours are ``<data_file>.<suffix>`` beside it."""
         return os.path.abspath(str(self.coverage.get_option("run:data_file")))
+
+    def reporter(self, data_file: str) -> coverage.Coverage:
+        """A :class:`coverage.Coverage` that reports ``data_file`` as this session's would.
+
+        The numbers it gives equal ``coverage report``'s run with the same configuration:
+        it has the live session's report settings, whether they came from a file, the
+        environment or :func:`start`'s arguments.
+        """
+        live = self.coverage
+        cov = coverage.Coverage(data_file=data_file, config_file=False)
+        names = [
+            option[1]
+            for option in live.config.CONFIG_FILE_OPTIONS
+            if option[1].startswith(_REPORT_SECTIONS) or option[1] in _REPORT_RUN_OPTIONS
+        ]
+        for name in [*names, "paths"]:
+            cov.set_option(name, live.get_option(name))
+        cov.load()
+        return cov
 
     @property
     def finished(self) -> bool:
@@ -155,16 +217,40 @@ class CoverageSession:
                 self.coverage.stop()
             self._save()
 
-    def reset(self) -> None:
+    def remember_start_up(self) -> None:
+        """Keep a copy of what was measured so far: the state a reset ``to_start`` returns to.
+
+        The middleware calls it once the application is imported, so the copy holds
+        its import-time lines (``def``, decorators, module code), which a phase's report
+        would otherwise show as not run. Taking it writes nothing to disk.
+        """
+        with self._lock:
+            if self._start_up is None:
+                self._start_up = _measured_so_far(self.coverage, on_disk=self._on_disk())
+
+    @property
+    def remembers_start_up(self) -> bool:
+        """True once :meth:`remember_start_up` ran: a reset to start-up is possible."""
+        return self._start_up is not None
+
+    def reset(self, *, to_start: bool = False) -> None:
         """Forget what was measured so far, in memory and on disk; measuring goes on.
 
+        With ``to_start``, what start-up measured stays (see :meth:`remember_start_up`).
         The collector keeps running (restarting it would stop tracing the
         server's existing threads under ctrace): its pending lines are flushed
         into the data and the data erased with its file. sysmon disables each
         line's event after its first hit; those events are re-armed.
         """
         with self._lock:
-            self.coverage.get_data().erase()
+            data = self.coverage.get_data()
+            _erase(data)
+            if to_start and self._start_up is not None:
+                arcs, measured = self._start_up
+                if arcs:
+                    data.add_arcs(measured)
+                else:
+                    data.add_lines(measured)
             monitoring = getattr(sys, "monitoring", None)  # Python 3.12+
             if monitoring is not None and self.core == "sysmon":
                 monitoring.restart_events()
@@ -202,6 +288,10 @@ class CoverageSession:
             print(f"covguard: {error}", file=sys.stderr, flush=True)
         return error
 
+    def _on_disk(self) -> bool:
+        """True if this process has written its data file already."""
+        return bool(glob.glob(f"{glob.escape(self.data_file)}.*.pid{os.getpid()}.*"))
+
     def _short_of_room(self) -> str | None:
         """Why writing now could ruin the data file, if it could.
 
@@ -222,6 +312,48 @@ class CoverageSession:
             f"could not save coverage data beside {self.data_file!r}: {free} bytes free,"
             f" {needed} needed to write safely; free some space there"
         )
+
+
+def _erase(data: coverage.CoverageData) -> None:
+    """``data.erase()``, and then a data file that can be written again as it was.
+
+    coverage.py 7.17's ``erase()`` deletes the file but keeps its memory of whether
+    the data holds lines or arcs, so the next file is written without saying it
+    holds arcs, and reads back as line data with no lines: after a reset, branch
+    measurement saved nothing. Forgetting that memory too makes the next write
+    say it again.
+    """
+    data.erase()
+    data._has_lines = data._has_arcs = False
+
+
+def _measured_so_far(cov: coverage.Coverage, *, on_disk: bool) -> tuple[bool, dict[str, Any]]:
+    """What ``cov`` measured so far: (arcs?, lines or arcs per file); the data file stays as is.
+
+    coverage.py writes pending lines only when it flushes, and to its data file; a
+    copy taken before anything was saved must not create that file (nobody asked
+    for a save). So the collector flushes into data kept in memory, then gets its
+    pending lines back. These are private parts of coverage.py, pinned by the tests
+    of the reset to start-up.
+    """
+    memory = coverage.CoverageData(no_disk=True)
+    if on_disk:
+        memory.update(cov.get_data())
+    else:
+        collector: Any = cov._collector
+        live, context = collector.covdata, collector.static_context
+        pending = {name: set(found) for name, found in list(collector.data.items())}
+        collector.use_data(memory, context)
+        try:
+            collector.flush_data()
+        finally:
+            collector.use_data(live, context)
+            for name, found in pending.items():
+                collector.data.setdefault(name, set()).update(found)
+    # Plain sets, not the in-memory SQLite data: they survive a fork (gunicorn --preload).
+    if memory.has_arcs():
+        return True, {name: memory.arcs(name) or [] for name in memory.measured_files()}
+    return False, {name: memory.lines(name) or [] for name in memory.measured_files()}
 
 
 def get_session() -> CoverageSession | None:
@@ -373,6 +505,13 @@ def _check_writable(data_file: str) -> None:
 def _install_nets(session: CoverageSession) -> None:
     """Save on every way out: normal exit, SIGTERM, and SIGINT even if ignored."""
     atexit.register(session.finish)
+    # A multiprocessing child (granian's and uvicorn's workers) leaves through
+    # os._exit(), past atexit; multiprocessing runs its own finalizers first.
+    mp = sys.modules.get("multiprocessing")
+    if mp is not None and mp.parent_process() is not None:
+        import multiprocessing.util
+
+        multiprocessing.util.Finalize(None, session.finish, exitpriority=10)
     if threading.current_thread() is not threading.main_thread():
         return  # signal handlers can only be set from the main thread
     # A server started as ``cmd &`` by a non-interactive shell inherits SIGINT

@@ -7,14 +7,28 @@ clean way out, measured on every server we support:
 ============================  ===========================================
 server (``SERVER_SOFTWARE``)   clean stop
 ============================  ===========================================
-waitress, Werkzeug             SIGINT to the main thread: the serve loop
+waitress                       SIGINT to the main thread: the serve loop
                                catches ``KeyboardInterrupt``, exits 0
+Werkzeug, wsgiref, other       ``BaseServer.shutdown()`` from another
+socketserver servers           thread; then SIGINT to the main thread if
+                               the loop ran in another one (``flask run
+                               --reload``: the main thread watches files)
 gunicorn                       SIGTERM to the master (``os.getppid()``):
                                every worker finishes its requests, exits
                                through ``atexit`` and saves its own data
+Granian                        SIGTERM to the master (``os.getppid()``):
+                               it terminates each worker, which finishes
+                               its requests and saves as multiprocessing
+                               ends it (a worker stopped behind the
+                               master's back is an "unexpected exit")
 Cheroot                        ``HTTPServer.stop()`` from another thread
-wsgiref, other socketserver    ``BaseServer.shutdown()`` from another thread
 ============================  ===========================================
+
+Never a ``KeyboardInterrupt`` in a socketserver's accept loop: landing while
+``process_request`` starts a handler thread (``Thread.start()`` waits), it makes
+socketserver shut down the connection that thread is answering, and the client
+gets the headers without the body. ``shutdown()`` ends the loop between two
+requests instead.
 
 :func:`find_stopper` runs in the request thread (where the server object can be
 found on the call stack); the :class:`Stopper` it returns runs later, from the
@@ -33,7 +47,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
-__all__ = ["CallStop", "InterruptMain", "Stopper", "TerminateMaster", "find_stopper"]
+__all__ = [
+    "CallStop",
+    "EndServeLoop",
+    "InterruptMain",
+    "Stopper",
+    "TerminateMaster",
+    "find_stopper",
+    "handler_threads",
+]
 
 
 class Stopper(Protocol):
@@ -93,28 +115,71 @@ class CallStop:
         getattr(self._server, self._method)()
 
 
+class EndServeLoop:
+    """``BaseServer.shutdown()``; then SIGINT to the main thread if it was not the one serving.
+
+    ``shutdown()`` waits for the loop to end, so it runs off the server's threads
+    (the shutdown thread). Where the loop runs in a thread of its own while the
+    main thread does something else (werkzeug's reloader watching files), the
+    process would go on without serving: SIGINT ends that main thread too, well
+    away from any accept loop.
+    """
+
+    name = "BaseServer.shutdown()"
+    drains = False
+
+    def __init__(self, server: socketserver.BaseServer, *, in_main_thread: bool) -> None:
+        self._server = server
+        self._in_main_thread = in_main_thread
+
+    def __call__(self) -> None:
+        self._server.shutdown()
+        if not self._in_main_thread:
+            InterruptMain()()
+
+
 def find_stopper(environ: WSGIEnvironment) -> Stopper:
     """Choose how to stop the server that is serving ``environ``.
 
     Call it from the request's thread: socketserver and cheroot servers are
     found on that thread's call stack.
     """
-    if "gunicorn.socket" in environ:
+    if "gunicorn.socket" in environ or environ.get("SERVER_SOFTWARE") == "Granian":
         return TerminateMaster()
-    software: str = environ.get("SERVER_SOFTWARE", "")
     server = _server_on_stack()
-    if software.startswith(("waitress", "Werkzeug")) and _sigint_works():
-        # SIGINT, not shutdown(): ``flask run --reload`` serves from a thread
-        # while the main thread waits in the reloader, and shutdown() hangs.
-        return InterruptMain()
-    if server is not None:
-        method = "shutdown" if isinstance(server, socketserver.BaseServer) else "stop"
-        return CallStop(server, method)
+    if isinstance(server, socketserver.BaseServer):
+        return EndServeLoop(server, in_main_thread=_serving_in_main_thread(server))
+    if server is not None:  # cheroot
+        return CallStop(server, "stop")
     return InterruptMain()
 
 
-def _sigint_works() -> bool:
-    return signal.getsignal(signal.SIGINT) is signal.default_int_handler
+def handler_threads() -> list[threading.Thread]:
+    """The live threads a threading socketserver (werkzeug, ``ThreadingWSGIServer``) made,
+    one per connection, that have not finished with it yet.
+
+    werkzeug makes them daemons and does not join them: at exit the interpreter
+    stops them wherever they are, between a response's headers and its body if
+    need be. A connection accepted before the serve loop ended can reach the
+    application only after the middleware drained, so the last wait at exit is
+    for these threads too. ``threading`` names a thread after its target
+    (``Thread-7 (process_request_thread)``), which is how they are recognised.
+    """
+    return [
+        thread
+        for thread in threading.enumerate()
+        if thread.daemon and thread.name.endswith("(process_request_thread)")
+    ]
+
+
+def _serving_in_main_thread(server: socketserver.BaseServer) -> bool:
+    """True if ``server.serve_forever()`` runs in the main thread (or cannot be found)."""
+    for ident, frame in sys._current_frames().items():
+        while frame is not None:
+            if frame.f_code.co_name == "serve_forever" and frame.f_locals.get("self") is server:
+                return ident == threading.main_thread().ident
+            frame = frame.f_back  # type: ignore[assignment]
+    return True
 
 
 def _server_on_stack() -> Any | None:

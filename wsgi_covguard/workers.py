@@ -1,13 +1,14 @@
 """One command, every process: save, reset and context under a pre-fork server.
 
-A control request reaches one gunicorn worker, but every worker (and, with
-``--preload``, the master) holds part of the data. So each measuring process
-under gunicorn listens on a Unix socket of its own, ``<run dir>/<pid>.sock``,
-in a folder only this user can enter (mode 0700). The worker that receives the
-request applies the command to itself and sends it, one JSON line, to the
-master and each sibling: the pids come from ``/proc/<master>/task/<master>/children``
-(Linux), so nothing has to register or be cleaned up when a worker dies. A
-process that does not answer within a few seconds is reported, not waited for.
+A control request reaches one worker of gunicorn or granian, but every worker
+(and, with gunicorn's ``--preload``, the master) holds part of the data. So each
+measuring process of a pre-fork server listens on a Unix socket of its own,
+``<run dir>/<pid>.sock``, in a folder only this user can enter (mode 0700). The
+worker that receives the request applies the command to itself and sends it,
+one JSON line, to the master and each sibling: the pids come from
+``/proc/<master>/task/<master>/children`` (Linux), so nothing has to register or
+be cleaned up when a worker dies. A process that does not answer within a few
+seconds is reported, not waited for.
 
 The listener starts where the middleware is built, and again in each child
 after a fork (``os.register_at_fork``), since a preloaded app is built once in
@@ -33,7 +34,7 @@ import coverage
 
 from .session import CoverageSession
 
-__all__ = ["ProcessGroup"]
+__all__ = ["ProcessGroup", "is_prefork"]
 
 _TIMEOUT = 10.0
 #: How long a sibling that is still booting may take to start listening.
@@ -48,6 +49,15 @@ def _run_dir() -> Path:
     if info.st_uid != os.getuid() or info.st_mode & 0o077:
         raise PermissionError(f"{folder} must belong to uid {os.getuid()} with mode 0700")
     return folder
+
+
+def is_prefork() -> bool:
+    """True in a process of a pre-fork server: gunicorn's master or workers (``--preload``
+    imports the app in the master), or a granian worker (a multiprocessing child)."""
+    if "gunicorn" in sys.modules:
+        return True
+    mp = sys.modules.get("multiprocessing")
+    return "granian" in sys.modules and mp is not None and mp.parent_process() is not None
 
 
 def _children(pid: int) -> list[int]:
@@ -84,7 +94,7 @@ class ProcessGroup:
                     raise OSError(error)
                 answer["data_file"] = self.session.current_file
             elif operation == "reset":
-                self.session.reset()
+                self.session.reset(to_start=command.get("to") == "start")
             elif operation == "context":
                 self.session.switch_context(str(command["context"]))
             else:
@@ -155,8 +165,8 @@ class ProcessGroup:
     # -- the listener ------------------------------------------------------------------
 
     def listen_if_prefork(self) -> None:
-        """Listen for siblings' commands under gunicorn, here and in forked children."""
-        if "gunicorn" not in sys.modules:
+        """Listen for siblings' commands under a pre-fork server, here and in forked children."""
+        if not is_prefork():
             return
         self._listen()
         if not self._forked_hook:
