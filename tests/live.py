@@ -349,6 +349,18 @@ def coverage_run_reference(
     return measured_lines(folder, package)
 
 
+def wait_in_flight(url: str, count: int, token: str = TOKEN, timeout: float = 10) -> None:
+    """Wait until the server at ``url`` has ``count`` requests in flight (its status route)."""
+    deadline = time.monotonic() + timeout
+    headers = {"Authorization": f"Bearer {token}"}
+    while True:
+        status = requests.get(f"{url}/__coverage__/status", headers=headers, timeout=10).json()
+        if status["in_flight"] == count:
+            return
+        assert time.monotonic() < deadline, f"in flight: {status['in_flight']}, not {count}"
+        time.sleep(0.02)
+
+
 def children(pid: int) -> list[int]:
     """The pids of a process's children (gunicorn's workers), from /proc."""
     text = Path(f"/proc/{pid}/task/{pid}/children").read_text()

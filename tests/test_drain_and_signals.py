@@ -6,13 +6,20 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import requests
-from live import BIN, LiveServer, data_files, free_port, measured_lines, server_argv
+from live import (
+    BIN,
+    LiveServer,
+    data_files,
+    free_port,
+    measured_lines,
+    server_argv,
+    wait_in_flight,
+)
 
 PY = sys.executable
 
@@ -37,7 +44,7 @@ def test_requests_in_flight_finish_and_their_lines_are_saved(
 
     client = threading.Thread(target=fetch_slow)
     client.start()
-    time.sleep(0.5)  # the slow request is inside the app now
+    wait_in_flight(server.url, 1)  # the slow request is inside the app now
     assert server.shutdown().status_code == 202
     assert server.shutdown().status_code == 202, "a second request while stopping is accepted too"
     client.join(timeout=20)

@@ -63,8 +63,68 @@ def test_each_server_line_carries_the_node_id_of_the_test_that_ran_it(project: P
     assert "3 passed" in done.stdout
     [server_data] = data_files(project)
     by_line = contexts_of(server_data)
-    assert by_line[GET_BODY] == ["test_e2e.py::test_get"]
-    assert by_line[HEADERS_BODY] == ["test_e2e.py::test_headers"]
+    assert by_line[GET_BODY] == ["test_e2e.py::test_get|run"]
+    assert by_line[HEADERS_BODY] == ["test_e2e.py::test_headers|run"]
+
+
+PHASES = """
+import threading, time, urllib.request
+import pytest
+
+
+@pytest.fixture
+def visitor(covguard_server):
+    urllib.request.urlopen(covguard_server.url + "/headers").read()  # setting up, through the app
+    yield
+    urllib.request.urlopen(covguard_server.url + "/uuid").read()  # tearing down, likewise
+
+
+def test_with_a_fixture(visitor, covguard_server):
+    urllib.request.urlopen(covguard_server.url + "/get").read()
+
+
+def test_late(covguard_server):
+    # A request the test does not wait for: it is still running when the test ends.
+    fetch = lambda: urllib.request.urlopen(covguard_server.url + "/delay/2").read()
+    threading.Thread(target=fetch, daemon=True).start()
+    deadline = time.monotonic() + 10
+    while covguard_server.control("/__coverage__/status")["in_flight"] == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def test_after():
+    time.sleep(2.5)
+"""
+UUID_BODY = CORE_PY.index("    return jsonify(uuid=str(uuid.uuid4()))") + 1
+
+
+def test_each_phase_has_its_context_and_late_requests_are_named(project: Path) -> None:
+    (project / "test_phases.py").write_text(PHASES)
+    done = run_pytest(
+        project, "--covguard-app", "httpbin:app", "--covguard-contexts", "test_phases.py"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    [server_data] = data_files(project)
+    by_line = contexts_of(server_data)
+    test = "test_phases.py::test_with_a_fixture"
+    assert by_line[HEADERS_BODY] == [f"{test}|setup"]
+    assert by_line[GET_BODY] == [f"{test}|run"]
+    assert by_line[UUID_BODY] == [f"{test}|teardown"]
+    summary = done.stdout[done.stdout.index("covguard: requests across a context switch") :]
+    assert "1 request(s) were still running when the server's context changed" in summary
+    assert (
+        "GET /delay/2 began in 'test_phases.py::test_late|run',"
+        " ended in 'test_phases.py::test_after|run'"
+    ) in summary
+
+
+def test_without_late_requests_the_summary_says_nothing(project: Path) -> None:
+    done = run_pytest(
+        project, "--covguard-app", "httpbin:app", "--covguard-contexts", "test_e2e.py"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "covguard: requests across a context switch" not in done.stdout
 
 
 def test_the_ini_options_work_too(project: Path) -> None:
@@ -96,8 +156,8 @@ def test_under_xdist_each_worker_has_its_own_server(project: Path) -> None:
     assert len(servers) == 2, "one server per worker"
     for server_data in servers:
         by_line = contexts_of(server_data)
-        assert by_line[GET_BODY] == ["test_e2e.py::test_get"]
-        assert by_line[HEADERS_BODY] == ["test_e2e.py::test_headers"]
+        assert by_line[GET_BODY] == ["test_e2e.py::test_get|run"]
+        assert by_line[HEADERS_BODY] == ["test_e2e.py::test_headers|run"]
 
 
 def test_the_plugin_is_inert_unless_asked(project: Path) -> None:

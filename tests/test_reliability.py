@@ -26,6 +26,7 @@ from live import (
     free_port,
     measured_lines,
     read_data,
+    wait_in_flight,
 )
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -67,7 +68,8 @@ def test_requests_in_flight_finish_on_cheroot_and_gunicorn(
     try:
         client = threading.Thread(target=fetch_slow)
         client.start()
-        time.sleep(0.5)
+        # Under gunicorn each answer is one worker's: polling reaches the busy one soon.
+        wait_in_flight(live.url, 1)
         assert live.shutdown().status_code == 202
         client.join(timeout=20)
         assert slow == {"status": 200, "size": 200_000}
@@ -341,6 +343,12 @@ def test_a_full_disk_is_reported_in_one_line_and_earlier_data_survives(
 def test_paths_that_resemble_a_control_path_are_never_honoured(path: str, plainapp: Path) -> None:
     live = CovguardServe(["plainapp:app", "--server", "werkzeug"], cwd=plainapp)
     try:
+        # Seeded: a reset that was honoured would erase this file, a save rename it.
+        assert live.get("/hello").text == "hello"
+        assert requests.post(f"{live.url}/__coverage__/save", headers=BEARER, timeout=30).ok
+        seeded = data_files(plainapp)
+        assert line_of(plainapp, HELLO) in measured_lines(plainapp, "plainapp")["plainapp.py"]
+        assert live.get("/slow", params="0").status_code == 200  # lines a save would add
         connection = http.client.HTTPConnection(live.url.removeprefix("http://"), timeout=10)
         connection.request("POST", path, headers=BEARER)
         answer = connection.getresponse()
@@ -350,6 +358,6 @@ def test_paths_that_resemble_a_control_path_are_never_honoured(path: str, plaina
         assert answer.status != 202
         assert TOKEN.encode() not in body
         assert live.get("/hello").text == "hello", "still serving"
-        assert data_files(plainapp) == []
+        assert data_files(plainapp) == seeded, "neither erased nor saved again"
     finally:
         live.stop()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,8 @@ __all__ = ["ControlRoutes", "json_response"]
 
 #: Longest accepted context name: a test's node id fits easily.
 MAX_CONTEXT = 1024
+#: Seconds a context switch waits for the requests in flight to finish first.
+CONTEXT_SETTLE = 0.25
 
 
 def json_response(body: dict[str, Any], status: int = 200) -> Response:
@@ -98,6 +101,12 @@ class ControlRoutes:
                  f' {{"context": "..."}}), 1 to {MAX_CONTEXT} characters'},
                 400,
             )  # fmt: skip
+        # A response the client has read may not be closed yet (its close() runs the
+        # app's teardown, e.g. Flask's): give requests in flight a moment to finish
+        # under the context they began in. Any still running then are noted.
+        deadline = time.monotonic() + CONTEXT_SETTLE
+        while self._in_flight() and time.monotonic() < deadline:
+            time.sleep(0.005)
         answers, errors = self.group.broadcast({"op": "context", "context": name})
         return json_response(
             {"context": name, "processes": [a["pid"] for a in answers], "errors": errors},
@@ -117,6 +126,8 @@ class ControlRoutes:
                 "in_flight": self._in_flight(),
                 "workers": self.group.worker_count(),
                 "warnings": session.warnings,
+                "overlaps": session.overlaps,
+                "overlap_count": session.overlap_count,
             }
         )
 

@@ -104,6 +104,7 @@ class Dashboard:
             core=self.session.core,
             context=self.session.context,
             workers=self.group.worker_count(),
+            overlap_count=self.session.overlap_count,
             generated=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )
         return json_response(numbers)

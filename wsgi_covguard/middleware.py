@@ -150,20 +150,26 @@ class CovGuard:
             return self._control(*route, environ)(environ, start_response)
         if self._session.traces_threads and sys.gettrace() is None:
             self._session.trace_this_thread()  # a thread the tracer never reached (granian)
+        began = len(self._session.contexts)
         with self._lock:
             self._in_flight += 1
         try:
             result = self.app(environ, start_response)
         except BaseException:
-            self._leave()
+            self._leave(environ, began)
             raise
         if hasattr(result, "__len__"):
-            return _SizedTracked(result, self._leave)
-        return _Tracked(result, self._leave)
+            return _SizedTracked(result, self._leave, environ, began)
+        return _Tracked(result, self._leave, environ, began)
 
-    def _leave(self) -> None:
+    def _leave(self, environ: WSGIEnvironment, began: int) -> None:
         with self._lock:
             self._in_flight -= 1
+        session = self._session
+        assert session is not None
+        if began != len(session.contexts):  # the context changed while it ran
+            request = f"{environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')}"
+            session.note_overlap(request, began - 1)
 
     # -- control -------------------------------------------------------------
 
@@ -286,14 +292,23 @@ class _Tracked:
 
     ``__iter__`` hands the server the inner iterator itself, so the body costs
     nothing extra; ``close()`` closes the inner iterable and then, whatever
-    happened, tells the middleware the request is over (once).
+    happened, tells the middleware the request is over (once), with its environ
+    and the number of contexts there were when it began.
     """
 
-    __slots__ = ("_done", "_inner")
+    __slots__ = ("_began", "_done", "_environ", "_inner")
 
-    def __init__(self, inner: Iterable[bytes], done: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        inner: Iterable[bytes],
+        done: Callable[[WSGIEnvironment, int], None],
+        environ: WSGIEnvironment,
+        began: int,
+    ) -> None:
         self._inner = inner
-        self._done: Callable[[], None] | None = done
+        self._done: Callable[[WSGIEnvironment, int], None] | None = done
+        self._environ = environ
+        self._began = began
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self._inner)
@@ -312,7 +327,7 @@ class _Tracked:
         # flight forever would hold every shutdown for its whole drain_timeout.
         done, self._done = self._done, None
         if done is not None:
-            done()
+            done(self._environ, self._began)
 
 
 class _SizedTracked(_Tracked):

@@ -8,11 +8,15 @@ fixture, which needs ``--covguard-app APP`` (or the ``covguard_app`` ini option)
   ``.token``. At the end of the session it stops the server through the shutdown
   route and waits for it, so its data files are in place before pytest-cov
   combines them. Under pytest-xdist each worker gets its own server.
-- ``--covguard-contexts``: before each test, once the server runs, the server's
-  dynamic context is set to the test's node id (the live-server equivalent of
-  pytest-cov's ``--cov-context=test``), so ``coverage html --show-contexts``
-  shows which end-to-end test ran each server line. ``switch_context`` is
-  process-wide, which is why each xdist worker has a server of its own.
+- ``--covguard-contexts``: the server's dynamic context follows each test's phases,
+  ``<node id>|setup``, ``|run`` and ``|teardown`` (the labels of pytest-cov's
+  ``--cov-context=test``), so ``coverage html --show-contexts`` shows which
+  end-to-end test, and which phase of it, ran each server line: a fixture logging
+  in through the app counts for its test's setup. Contexts are process-wide, which
+  is why each xdist worker has a server of its own; a request still running when
+  the context changes (a browser's late fetch, a thread the test did not wait for)
+  has its later lines counted for the next context. The server notes each such
+  request, and the terminal summary names them.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import sys
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -80,6 +85,11 @@ class LiveServer:
 
 
 _SERVER = pytest.StashKey[LiveServer]()
+#: The context of the phase running now (``<node id>|<phase>``), with --covguard-contexts.
+_PHASE = pytest.StashKey[str]()
+#: Requests the servers saw run across a context switch, for the terminal summary:
+#: {"count": how many, "shown": the first few, as the servers described them}.
+_OVERLAPS = pytest.StashKey[dict[str, Any]]()
 
 
 def _setting(config: pytest.Config, name: str) -> str | None:
@@ -120,22 +130,85 @@ def covguard_server(pytestconfig: pytest.Config) -> Iterator[LiveServer]:
         )
     server = LiveServer(url=ready.split(" on ")[1].split()[0], token=token, process=process)
     pytestconfig.stash[_SERVER] = server
+    phase = pytestconfig.stash.get(_PHASE, None)
+    if phase is not None:  # started by a fixture of this phase: its lines count for it
+        server.set_context(phase)
     try:
         yield server
     finally:
         del pytestconfig.stash[_SERVER]
+        if pytestconfig.getoption("--covguard-contexts"):
+            _keep_overlaps(pytestconfig, server)
         server.stop()
         process.stdout.close()
 
 
+def _keep_overlaps(config: pytest.Config, server: LiveServer) -> None:
+    status = server.control("/__coverage__/status")
+    _add_overlaps(config, {"count": status["overlap_count"], "shown": status["overlaps"]})
+    workeroutput = getattr(config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: the controller prints the summary
+        workeroutput["covguard_overlaps"] = config.stash[_OVERLAPS]
+
+
+def _add_overlaps(config: pytest.Config, found: dict[str, Any]) -> None:
+    kept = config.stash.setdefault(_OVERLAPS, {"count": 0, "shown": []})
+    kept["count"] += found["count"]
+    kept["shown"] += found["shown"]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """Under xdist, gather what each worker's server noted."""
+    found = getattr(node, "workeroutput", {}).get("covguard_overlaps")
+    if found:
+        _add_overlaps(node.config, found)
+
+
+def _label_phase(item: pytest.Item, phase: str) -> None:
+    """With --covguard-contexts, label the server's lines from now on ``<node id>|<phase>``.
+
+    Hooks rather than fixtures: they run around every test whatever its fixtures,
+    and a server that a fixture of this phase starts is labelled as it starts.
+    """
+    if not item.config.getoption("--covguard-contexts"):
+        return
+    label = f"{item.nodeid}|{phase}"
+    item.config.stash[_PHASE] = label
+    server = item.config.stash.get(_SERVER, None)
+    if server is not None:
+        server.set_context(label)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _label_phase(item, "setup")
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_call(item: pytest.Item) -> None:
-    """With --covguard-contexts, label the server's lines with this test's node id.
+    _label_phase(item, "run")
 
-    A hook rather than a fixture: it runs after set-up, so a server that this
-    test's fixtures started (directly or through ``getfixturevalue``) is labelled
-    too, right before the test body runs.
-    """
-    server = item.config.stash.get(_SERVER, None)
-    if server is not None and item.config.getoption("--covguard-contexts"):
-        server.set_context(item.nodeid)
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    _label_phase(item, "teardown")
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    """Name the requests whose lines may count for the wrong test (contexts are process-wide)."""
+    overlaps = config.stash.get(_OVERLAPS, None)
+    if not overlaps or not overlaps["count"]:
+        return
+    terminalreporter.section("covguard: requests across a context switch", yellow=True)
+    terminalreporter.line(
+        f"{overlaps['count']} request(s) were still running when the server's context"
+        " changed: the lines they ran after it count for the later context. Let each request"
+        " finish before its test ends."
+    )
+    for overlap in overlaps["shown"]:
+        terminalreporter.line(
+            f"  {overlap['request']} began in {overlap['began']!r}, ended in {overlap['ended']!r}"
+        )

@@ -54,6 +54,8 @@ _REPORT_RUN_OPTIONS = ("run:source", "run:source_pkgs", "run:source_dirs", "run:
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
 
 AUTOSAVE_ENV = "COVGUARD_AUTOSAVE"
+#: How many requests that overlapped a context switch are named in full.
+MAX_OVERLAPS_SHOWN = 20
 #: The least free space a save needs (see CoverageSession._short_of_room).
 MIN_FREE_BYTES = 1 << 20
 
@@ -78,6 +80,11 @@ class CoverageSession:
         self.announced = False
         #: The dynamic context set through :meth:`switch_context`, if any.
         self.context: str | None = None
+        #: Every context set so far, in order: a request notes the index it began under.
+        self.contexts: list[str | None] = [None]
+        #: Requests in flight across a context switch (see note_overlap), the first few.
+        self.overlaps: list[dict[str, str | None]] = []
+        self.overlap_count = 0
         # RLock: the SIGTERM net can run finish() in the main thread while it
         # is already inside finish().
         self._lock = threading.RLock()
@@ -268,6 +275,22 @@ class CoverageSession:
                 raise OSError(short)
             self.coverage.switch_context(context)
             self.context = context
+            self.contexts.append(context)
+
+    def note_overlap(self, request: str, began: int) -> None:
+        """Say that ``request``, begun under context number ``began``, ended under another.
+
+        Contexts are process-wide: the lines such a request ran after the switch are
+        recorded under the new context, not the one of the test that sent it. That
+        cannot be undone, so it is said: in ``status``, ``summary`` and the pytest
+        plugin's terminal summary.
+        """
+        with self._lock:
+            self.overlap_count += 1
+            if len(self.overlaps) < MAX_OVERLAPS_SHOWN:
+                self.overlaps.append(
+                    {"request": request, "began": self.contexts[began], "ended": self.context}
+                )
 
     def discard(self) -> None:
         """Stop without saving: start-up failed, there is nothing worth keeping."""
