@@ -21,7 +21,9 @@ from hypothesis import strategies as st
 from live import TEST_APPS, TOKEN, CovguardServe, data_files
 
 ROUTES = ["/__shutdown__", "/__coverage__/save", "/__coverage__/reset", "/__coverage__/context",
-          "/__coverage__/status", "/__coverage__/data"]  # fmt: skip
+          "/__coverage__/status", "/__coverage__/data", "/__coverage__/snapshot",
+          "/__coverage__/", "/__coverage__/summary", "/__coverage__/snapshots",
+          "/__coverage__/diff"]  # fmt: skip
 SAFE = string.ascii_letters + string.digits + "-._~%/?=&:;,+@!$'()*[]"
 
 
@@ -77,8 +79,9 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CovguardS
         seeded = data_files(folder)
         assert len(seeded) == 1
         yield live, folder
-        # Afterwards: nothing was reset, saved or switched, and the right token still works.
+        # Afterwards: nothing was reset, saved, switched or snapshot, and the right token works.
         assert data_files(folder) == seeded
+        assert list(folder.glob(".coverage-snapshot-*")) == []
         assert live.get("/hello").text == "hello"
         assert live.shutdown().status_code == 202
         assert live.wait(timeout=10) == 0
