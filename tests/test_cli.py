@@ -106,7 +106,7 @@ def test_without_a_token_serve_writes_one_only_the_user_can_read(
     assert len(live.token) >= 16
     assert live.shutdown().status_code == 202
     assert live.wait() == 0
-    path.unlink()
+    assert not path.exists(), "removed at exit"
 
 
 def test_shutdown_command_stops_the_server_and_waits(
@@ -130,7 +130,8 @@ def test_shutdown_command_with_a_wrong_token_fails_and_stops_nothing(
 ) -> None:
     live = serve(["httpbin:app"])
     done = subprocess.run(
-        [PY, "-m", "wsgi_covguard", "shutdown", live.url, "--token", "wrong-token-0123456789"],
+        [PY, "-m", "wsgi_covguard", "shutdown", live.url],
+        env={**os.environ, "COVGUARD_TOKEN": "wrong-token-0123456789"},
         capture_output=True,
         text=True,
         timeout=30,

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import base64
 import http.client
+import os
 import shutil
 import string
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -18,12 +20,15 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from live import TEST_APPS, TOKEN, CovguardServe, data_files
+from live import BIN, TEST_APPS, TOKEN, CovguardServe, data_files
 
 ROUTES = ["/__shutdown__", "/__coverage__/save", "/__coverage__/reset", "/__coverage__/context",
           "/__coverage__/status", "/__coverage__/data", "/__coverage__/snapshot",
           "/__coverage__/", "/__coverage__/summary", "/__coverage__/snapshots",
           "/__coverage__/diff"]  # fmt: skip
+PAGES = {"/__coverage__/", "/__coverage__/summary", "/__coverage__/snapshots",
+         "/__coverage__/diff"}  # fmt: skip
+RIGHT_BASIC = "Basic " + base64.b64encode(f":{TOKEN}".encode()).decode()
 SAFE = string.ascii_letters + string.digits + "-._~%/?=&:;,+@!$'()*[]"
 
 
@@ -52,7 +57,7 @@ wrong_credentials = st.one_of(
     st.just(f"Bearer {TOKEN[:-1]}"),
     st.just(f"Bearer {TOKEN}x"),
     st.just(f"Token {TOKEN}"),
-    st.just("Basic " + base64.b64encode(f":{TOKEN}".encode()).decode()),
+    st.just(RIGHT_BASIC),  # right for a page, never for what changes state
     st.text(alphabet=string.printable.strip(), max_size=80).map(lambda text: "Bearer " + text),
     st.text(alphabet=string.ascii_letters, min_size=3000, max_size=6000).map(
         lambda t: "Bearer " + t
@@ -116,10 +121,104 @@ def test_no_hostile_request_stops_saves_fails_or_leaks(
         connection.close()
     assert answer.status < 500, (method, path, answer.status, received[:200])
     assert answer.status != 202
-    if path.split("?")[0] in ROUTES:  # a control route, spelled exactly: refused, whatever else
+    # The token as the Basic password is right for the pages a browser reads.
+    right_for_a_page = (
+        credentials == RIGHT_BASIC and path.split("?")[0] in PAGES and method == "GET"
+    )
+    if path.split("?")[0] in ROUTES and not right_for_a_page:  # spelled exactly: refused
         # 400: the server itself refused the request line (waitress, for a lowercase method).
         refusals = (400, 401, 403, 405)
         assert answer.status in refusals, (method, path, answer.status, received[:200])
     assert TOKEN.encode() not in received
     assert TOKEN not in str(answer.getheaders())
     assert live.process.poll() is None, "the server is still running"
+
+
+# -- with the right token: names and bodies we parse -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trusted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CovguardServe, Path]]:
+    folder = tmp_path_factory.mktemp("fuzz-trusted") / "app"
+    shutil.copytree(TEST_APPS, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (folder.parent / "outside").write_text("not a snapshot\n")
+    live = CovguardServe(["plainapp:app", "--contexts"], cwd=folder)
+    try:
+        assert live.get("/hello").text == "hello"
+        yield live, folder
+        assert live.shutdown().status_code == 202
+        assert live.wait(timeout=10) == 0
+        assert TOKEN not in live.stderr
+        assert "Traceback" not in live.stderr
+    finally:
+        live.stop()
+
+
+def nested(depth: int) -> str:
+    return '{"context": ' * depth + '"x"' + "}" * depth
+
+
+names = st.one_of(
+    st.text(alphabet=SAFE + "\\\\\x00 ", max_size=80),
+    st.sampled_from(["../outside", "..%2Foutside", "%2e%2e/outside", "/etc/passwd", ".", "..",
+                     ".coverage-snapshot-", "..\\\\outside"]),
+)  # fmt: skip
+trusted_requests = st.one_of(
+    st.builds(lambda name: ("GET", "/__coverage__/snapshots/" + quote(name, safe="/%."), b""),
+              names),
+    st.builds(lambda a, b: ("GET", f"/__coverage__/diff?from={quote(a)}&to={quote(b)}", b""),
+              names, names),
+    st.builds(lambda label: ("POST", "/__coverage__/snapshot", label),
+              st.binary(max_size=2048)),
+    st.builds(lambda depth: ("POST", "/__coverage__/context", nested(depth).encode()),
+              st.integers(min_value=1, max_value=200_000)),
+)  # fmt: skip
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(request=trusted_requests)
+def test_names_labels_and_nesting_never_fail_escape_or_leak(
+    trusted: tuple[CovguardServe, Path], request: tuple[str, str, bytes]
+) -> None:
+    live, _ = trusted
+    method, path, body = request
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    connection = http.client.HTTPConnection(live.url.removeprefix("http://"), timeout=60)
+    try:  # sent as written: a client library would normalise "/snapshots/.." away
+        connection.request(method, path, body=body, headers=headers)
+        answer = connection.getresponse()
+        received = answer.read()
+    finally:
+        connection.close()
+    assert answer.status < 500, (method, path[:120], answer.status, received[:200])
+    assert TOKEN.encode() not in received
+    assert b"not a snapshot" not in received, "nothing outside the data folder is served"
+    if "/snapshots/" in path and answer.status == 200:
+        assert received.startswith(b"SQLite format 3\x00")
+    assert live.process.poll() is None
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(content=st.text(max_size=200))
+def test_any_token_file_is_a_clean_answer(
+    trusted: tuple[CovguardServe, Path], content: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    live, _ = trusted
+    folder = tmp_path_factory.mktemp("token-file")
+    token_file = folder / "token"
+    token_file.write_text(content)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVGUARD_")}
+    done = subprocess.run(
+        [str(BIN / "covguard"), "collect", live.url, "--token-file", str(token_file)],
+        cwd=folder, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    right = content.splitlines()[0].strip() == TOKEN if content.splitlines() else False
+    assert done.returncode == (0 if right else 1) or (not content.strip() and done.returncode == 2)
+    assert "Traceback" not in done.stderr
+    secret = content.strip()
+    if secret and len(secret) > 3:
+        assert secret not in done.stdout + done.stderr, "the token given is never echoed"

@@ -261,8 +261,9 @@ def test_collect_from_two_servers_equals_coverage_run_on_the_whole_workload(
 def test_collect_names_each_server_it_could_not_reach(tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     done = subprocess.run(
-        [PY, "-m", "wsgi_covguard", "collect", dead, "--token", TOKEN],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        [PY, "-m", "wsgi_covguard", "collect", dead],
+        cwd=tmp_path, env={**os.environ, "COVGUARD_TOKEN": TOKEN}, capture_output=True, text=True,
+        timeout=60,
     )  # fmt: skip
     assert done.returncode == 1
     assert done.stderr.strip().startswith(f"covguard: cannot reach {dead}: ")

@@ -12,6 +12,7 @@ APP, port or server is a user's mistake, not a traceback.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import functools
 import importlib
@@ -21,18 +22,18 @@ import re
 import secrets
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterable, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from .client import ControlClient
 from .errors import ConfigError, CovGuardError
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
 
     shutdown = commands.add_parser("shutdown", help="stop a server through its shutdown route")
     shutdown.add_argument("url", nargs="?", help="the server's URL (default: $COVGUARD_URL)")
-    shutdown.add_argument("--token", help="the control token (default: $COVGUARD_TOKEN)")
+    _add_token_options(shutdown)
     shutdown.add_argument("--path", default="/__shutdown__", help="default: %(default)s")
     shutdown.add_argument("--timeout", type=float, default=30.0, help="default: %(default)ss")
     shutdown.set_defaults(func=_shutdown)
@@ -105,18 +106,31 @@ def _parser() -> argparse.ArgumentParser:
         "collect", help="download each server's coverage data as a parallel data file here"
     )
     collect.add_argument("urls", nargs="+", metavar="URL", help="the servers' URLs")
-    collect.add_argument("--token", help="the control token (default: $COVGUARD_TOKEN)")
+    _add_token_options(collect)
     collect.add_argument("--prefix", default="/__coverage__", help="default: %(default)s")
     collect.set_defaults(func=_collect)
 
     report = commands.add_parser("report", help="a live server's coverage report, from here")
     report.add_argument("url", nargs="?", help="the server's URL (default: $COVGUARD_URL)")
-    report.add_argument("--token", help="the control token (default: $COVGUARD_TOKEN)")
+    _add_token_options(report)
     report.add_argument("--prefix", default="/__coverage__", help="default: %(default)s")
     report.add_argument("--html", metavar="DIR", help="also write coverage.py's HTML report to DIR")
     report.add_argument("--open", action="store_true", help="open the HTML report in a browser")
     report.set_defaults(func=_report_command)
     return parser
+
+
+def _add_token_options(parser: argparse.ArgumentParser) -> None:
+    tokens = parser.add_mutually_exclusive_group()
+    tokens.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="read the control token from FILE, or from standard input with - (default:"
+        " $COVGUARD_TOKEN)",
+    )
+    tokens.add_argument(
+        "--token", help="the control token itself: every local user sees it in the process list"
+    )
 
 
 def _add_serve_options(parser: argparse.ArgumentParser) -> None:
@@ -244,11 +258,19 @@ class _Front:
 
 
 def _generated_token() -> str:
-    """A fresh token, in a file only this user can read (mkstemp makes it 0600)."""
+    """A fresh token, in a file only this user can read (mkstemp makes it 0600), removed at exit."""
     token = secrets.token_urlsafe(24)
     fd, path = tempfile.mkstemp(prefix="covguard-token-")
     with os.fdopen(fd, "w") as file:
         file.write(token + "\n")
+    owner = os.getpid()
+
+    def remove() -> None:  # in this process only: forked workers inherit atexit handlers
+        if os.getpid() == owner:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    atexit.register(remove)
     os.environ["COVGUARD_TOKEN"] = token
     print(f"covguard: COVGUARD_TOKEN was not set; the token is in {path}", file=sys.stderr)
     return token
@@ -430,36 +452,46 @@ def _collect(args: argparse.Namespace) -> int:
     token = _token(args)
     failures = 0
     for url in args.urls:
+        # Named after the server, beside the configured data file: `coverage
+        # combine` (with the user's [paths] remapping) picks it up.
+        target = f"{_data_file()}.{_host_slug(url)}.collected"
         try:
-            body = _fetch_data(url, token, args.prefix)
+            _fetch_data(url, token, args.prefix, target)
         except CovGuardError as exc:
             print(exc, file=sys.stderr)
             failures += 1
             continue
-        # Named after the server, beside the configured data file: `coverage
-        # combine` (with the user's [paths] remapping) picks it up.
-        target = f"{_data_file()}.{_host_slug(url)}.collected"
-        with open(target, "wb") as file:
-            file.write(body)
         print(f"covguard: {url} -> {target}")
     return 1 if failures else 0
 
 
-def _fetch_data(url: str, token: str, prefix: str) -> bytes:
-    """The server's coverage data, through its authenticated data route."""
-    request = urllib.request.Request(
-        url.rstrip("/") + prefix + "/data", headers={"Authorization": f"Bearer {token}"}
-    )
+def _fetch_data(url: str, token: str, prefix: str, target: str) -> None:
+    """Write the server's coverage data to ``target``, once it is known to be coverage data."""
+    import coverage
+
+    answer = ControlClient(url, token, timeout=60).get(prefix + "/data")
+    if answer.status != 200:
+        raise CovGuardError(f"covguard: {url} answered {answer.status}; check the token and URL")
+    folder = os.path.dirname(os.path.abspath(target))
+    fd, candidate = tempfile.mkstemp(prefix=".covguard-", dir=folder)
     try:
-        with urllib.request.urlopen(request, timeout=60) as answer:
-            body: bytes = answer.read()
-    except urllib.error.HTTPError as exc:
-        raise CovGuardError(
-            f"covguard: {url} answered {exc.code}; check the token and URL"
-        ) from None
-    except OSError as exc:
-        raise CovGuardError(f"covguard: cannot reach {url}: {exc}") from None
-    return body
+        with os.fdopen(fd, "wb") as file:
+            file.write(answer.body)
+        data = coverage.CoverageData(basename=candidate)
+        try:
+            data.read()
+            data.measured_files()
+        except (coverage.CoverageException, sqlite3.Error):
+            raise CovGuardError(
+                f"covguard: {url} sent something that is not coverage data;"
+                " is it a covguard server?"
+            ) from None
+        finally:
+            data.close(force=True)
+        os.replace(candidate, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(candidate)
 
 
 def _url(args: argparse.Namespace) -> str:
@@ -470,9 +502,29 @@ def _url(args: argparse.Namespace) -> str:
 
 
 def _token(args: argparse.Namespace) -> str:
-    token: str | None = args.token or os.environ.get("COVGUARD_TOKEN")
+    """The token from --token-file (``-``: standard input), --token (with a warning), or
+    ``COVGUARD_TOKEN``."""
+    if args.token_file == "-":  # noqa: S105 (standard input, not a password)
+        token: str | None = sys.stdin.readline().strip()
+    elif args.token_file:
+        try:
+            with open(args.token_file, encoding="utf-8") as file:
+                token = file.readline().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read --token-file {args.token_file!r} ({exc.strerror or exc})"
+            ) from None
+    elif args.token:
+        print(
+            "covguard: --token shows the token to every user of this machine (the process list);"
+            " use COVGUARD_TOKEN or --token-file instead",
+            file=sys.stderr,
+        )
+        token = args.token
+    else:
+        token = os.environ.get("COVGUARD_TOKEN")
     if not token:
-        raise ConfigError("no token; pass --token or set COVGUARD_TOKEN")
+        raise ConfigError("no token; set COVGUARD_TOKEN or pass --token-file FILE")
     return token
 
 
@@ -482,11 +534,10 @@ def _token(args: argparse.Namespace) -> str:
 def _report_command(args: argparse.Namespace) -> int:
     import coverage
 
-    body = _fetch_data(_url(args), _token(args), args.prefix)
+    url = _url(args)
     with tempfile.TemporaryDirectory(prefix="covguard-report-") as folder:
         data_file = os.path.join(folder, "server")
-        with open(data_file, "wb") as file:
-            file.write(body)
+        _fetch_data(url, _token(args), args.prefix, data_file)
         cov = coverage.Coverage(data_file=data_file)
         cov.load()
         try:
@@ -517,16 +568,7 @@ def _host_slug(url: str) -> str:
 
 
 def _post_shutdown(url: str, token: str, path: str) -> None:
-    request = urllib.request.Request(
-        url.rstrip("/") + path, method="POST", headers={"Authorization": f"Bearer {token}"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            status = answer.status
-    except urllib.error.HTTPError as exc:
-        status = exc.code
-    except OSError as exc:
-        raise CovGuardError(f"covguard: cannot reach {url}: {exc}") from None
+    status = ControlClient(url, token, timeout=10).post(path).status
     if status != 202:
         raise CovGuardError(f"covguard: {url}{path} answered {status}, not 202; check the token")
 

@@ -152,7 +152,7 @@ def _context_name(request: Request) -> str | None:
     if request.mimetype == "application/json":
         try:
             name = json.loads(raw).get("context")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):  # RecursionError: deep nesting
             return None
     else:
         try:

@@ -4,9 +4,9 @@ Read-only pages under the control prefix, for a person in a browser:
 
 - ``<prefix>/`` the dashboard (a static page that reads ``summary``);
 - ``<prefix>/summary`` totals and per-file numbers of the data so far, as JSON;
-- ``<prefix>/html/`` coverage.py's own HTML report of the data so far, generated
-  into a private temporary folder on the first visit and when asked
-  (``?refresh``), served read-only by werkzeug's ``send_from_directory``;
+- ``<prefix>/html/`` coverage.py's own HTML report of the data so far, brought up
+  to date in a private temporary folder (removed at exit) at each visit of its
+  index, served read-only by werkzeug's ``send_from_directory``;
 - ``<prefix>/snapshots`` the labelled snapshots, ``<prefix>/snapshots/<name>``
   one of them as a data file, ``<prefix>/diff?from=A&to=B`` the lines gained and
   lost between two snapshots (``to`` defaults to now).
@@ -22,6 +22,9 @@ Numbers come from coverage.py's reporting API on the data of every process
 
 from __future__ import annotations
 
+import atexit
+import base64
+import hashlib
 import json
 import os
 import re
@@ -39,6 +42,7 @@ from werkzeug.utils import send_from_directory
 from werkzeug.wrappers import Request, Response
 
 from .control import json_response
+from .safefiles import create_private, is_regular_file, read_regular_file
 from .workers import ProcessGroup
 
 if TYPE_CHECKING:
@@ -94,7 +98,7 @@ class Dashboard:
     def page(self, environ: WSGIEnvironment) -> Response:
         page = resources.files("wsgi_covguard").joinpath("dashboard.html").read_text("utf-8")
         response = Response(page, mimetype="text/html")
-        response.headers["Cache-Control"] = "no-store"
+        response.headers["Content-Security-Policy"] = _page_policy(page)
         return response
 
     def summary(self, environ: WSGIEnvironment) -> Response:
@@ -110,15 +114,23 @@ class Dashboard:
         return json_response(numbers)
 
     def html(self, environ: WSGIEnvironment, rest: str) -> Response:
+        """coverage.py's HTML report of the data so far, brought up to date at each visit of
+        its index (coverage rewrites only the pages whose file changed)."""
         with self._html_lock:
-            if self._html_dir is None or "refresh" in environ.get("QUERY_STRING", ""):
-                self._html_dir = self._html_dir or tempfile.mkdtemp(prefix="covguard-html-")
+            if self._html_dir is None:
+                self._html_dir = tempfile.mkdtemp(prefix="covguard-html-")
+                _remove_at_exit(self._html_dir)
+            if rest in ("", "index.html") or not os.path.exists(
+                os.path.join(self._html_dir, "index.html")
+            ):
                 with self.group.combined() as path:
                     cov = self.session.reporter(path)
                     contexts = cov.get_data().measured_contexts() - {""}
                     cov.html_report(directory=self._html_dir, show_contexts=bool(contexts))
             folder = self._html_dir
-        return send_from_directory(folder, rest or "index.html", environ)
+        response = send_from_directory(folder, rest or "index.html", environ)
+        response.headers["Content-Security-Policy"] = REPORT_POLICY
+        return response
 
     # -- snapshots --------------------------------------------------------------------------
 
@@ -138,13 +150,22 @@ class Dashboard:
             time.strftime("%Y%m%dT%H%M%S", time.localtime(now)) + f".{int(now * 1000) % 1000:03d}"
         )
         name = f"{self._snapshot_prefix()}{stamp}-{label or 'unlabelled'}"  # sorts by time
-        with self.group.combined() as path:
-            shutil.copyfile(path, os.path.join(self._snapshot_dir(), name))
+        with self.group.combined() as path, open(path, "rb") as file:
+            data = file.read()
+        try:
+            create_private(os.path.join(self._snapshot_dir(), name), data)
+        except FileExistsError:  # taken within the same millisecond, or planted
+            return json_response({"error": f"{name!r} exists already; try again"}, 409)
         return json_response({"snapshot": name, "label": label})
 
     def _names(self) -> list[str]:
+        """The snapshots: regular files only, never a link someone planted."""
         folder, prefix = self._snapshot_dir(), self._snapshot_prefix()
-        return sorted(name for name in os.listdir(folder) if name.startswith(prefix))
+        return sorted(
+            name
+            for name in os.listdir(folder)
+            if name.startswith(prefix) and is_regular_file(os.path.join(folder, name))
+        )
 
     def snapshots(self, environ: WSGIEnvironment) -> Response:
         return json_response({"snapshots": self._names()})
@@ -152,8 +173,12 @@ class Dashboard:
     def snapshot_file(self, environ: WSGIEnvironment, rest: str) -> Response:
         if rest not in self._names():
             raise NotFound(f"no snapshot {rest!r}")
-        response = send_from_directory(self._snapshot_dir(), rest, environ)
-        response.mimetype = "application/vnd.sqlite3"
+        try:
+            body = read_regular_file(os.path.join(self._snapshot_dir(), rest))
+        except FileNotFoundError:  # replaced since it was listed
+            raise NotFound(f"no snapshot {rest!r}") from None
+        response = Response(body, mimetype="application/vnd.sqlite3")
+        response.headers["Content-Disposition"] = f'attachment; filename="{rest}"'
         return response
 
     def diff(self, environ: WSGIEnvironment) -> Response:
@@ -165,9 +190,9 @@ class Dashboard:
                 return json_response({"error": f"no snapshot {name!r}; see snapshots"}, 404)
         if not before:
             return json_response({"error": "say from=<snapshot> (and to=<snapshot>, or now)"}, 400)
-        old = _lines(os.path.join(self._snapshot_dir(), before))
+        old = _snapshot_lines(os.path.join(self._snapshot_dir(), before))
         if after:
-            new = _lines(os.path.join(self._snapshot_dir(), after))
+            new = _snapshot_lines(os.path.join(self._snapshot_dir(), after))
         else:
             with self.group.combined() as path:
                 new = _lines(path)
@@ -193,6 +218,53 @@ def _figures(summary: dict[str, Any], **more: str) -> dict[str, Any]:
         "percent": summary["percent_covered"],
         "shown": summary["percent_covered_display"],
     }
+
+
+#: coverage.py's HTML report: its own files, and the one inline script it writes (the
+#: contexts of a page); nothing from elsewhere, no framing.
+REPORT_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; img-src 'self' data:;"
+    " frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+
+
+def _page_policy(page: str) -> str:
+    """The dashboard's policy: its own inline script and style (by hash), its own requests."""
+
+    def hashes(tag: str) -> str:
+        found = re.findall(rf"<{tag}>(.*?)</{tag}>", page, flags=re.DOTALL)
+        return " ".join(
+            f"'sha256-{base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()}'"
+            for text in found
+        )
+
+    return (
+        f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')};"
+        " connect-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none';"
+        " form-action 'none'"
+    )
+
+
+def _remove_at_exit(folder: str) -> None:
+    owner = os.getpid()
+
+    def remove() -> None:  # by this process only: forked workers inherit atexit handlers
+        if os.getpid() == owner:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    atexit.register(remove)
+
+
+def _snapshot_lines(path: str) -> dict[str, set[int]]:
+    """A snapshot's lines, read from a regular file only (copied first: SQLite reads by name)."""
+    try:
+        body = read_regular_file(path)
+    except FileNotFoundError:
+        raise NotFound(f"no snapshot {os.path.basename(path)!r}") from None
+    with tempfile.TemporaryDirectory(prefix="covguard-snapshot-") as folder:
+        copy = os.path.join(folder, "snapshot")
+        create_private(copy, body)
+        return _lines(copy)
 
 
 def _lines(path: str) -> dict[str, set[int]]:

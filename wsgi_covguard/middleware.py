@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 __all__ = ["CovGuard"]
 
 ALLOW_REMOTE_ENV = "COVGUARD_ALLOW_REMOTE"
+#: The Content Security Policy of a control answer that is not a page: nothing may run.
+NOTHING_ALLOWED = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 
 _Handler = Callable[["WSGIEnvironment"], Response]
 #: (the one method allowed, handler, read-only: Basic authentication accepted too)
@@ -108,13 +110,17 @@ class CovGuard:
         self._session = session
         session.remember_start_up()  # the app is imported: this is the start-up state
         self._lock = threading.Lock()
-        self._in_flight = 0
+        # The requests passed to the app and not finished: id(environ) -> environ.
+        self._running: dict[int, WSGIEnvironment] = {}
+        # When the stop must be over, once a shutdown began: one drain_timeout in all.
+        self._deadline: float | None = None
+        self._named_cut: set[int] = set()  # requests said to be cut (named once)
         # Requests that arrived after the drain and before the server stopped:
         # let them finish before the process ends (werkzeug's threads are daemons).
         atexit.register(self._drain, at_exit=True)
         group = ProcessGroup(session)
         group.listen_if_prefork()
-        controls = ControlRoutes(group, lambda: self._in_flight)
+        controls = ControlRoutes(group, lambda: len(self._running))
         dashboard = Dashboard(group)
         self._routes: dict[str, _Route] = {
             shutdown_path: ("POST", self._shutdown, False),
@@ -137,7 +143,7 @@ class CovGuard:
     @property
     def in_flight(self) -> int:
         """Requests passed to the application whose response is not closed yet."""
-        return self._in_flight if self.enabled else 0
+        return len(self._running) if self.enabled else 0
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if self._session is None:
@@ -152,7 +158,7 @@ class CovGuard:
             self._session.trace_this_thread()  # a thread the tracer never reached (granian)
         began = len(self._session.contexts)
         with self._lock:
-            self._in_flight += 1
+            self._running[id(environ)] = environ
         try:
             result = self.app(environ, start_response)
         except BaseException:
@@ -164,7 +170,7 @@ class CovGuard:
 
     def _leave(self, environ: WSGIEnvironment, began: int) -> None:
         with self._lock:
-            self._in_flight -= 1
+            del self._running[id(environ)]
         session = self._session
         assert session is not None
         if began != len(session.contexts):  # the context changed while it ran
@@ -180,6 +186,24 @@ class CovGuard:
         return None
 
     def _control(
+        self, method: str, handler: _Handler, read_only: bool, environ: WSGIEnvironment
+    ) -> Response:
+        """A control route's answer, locked to its own origin whatever it is.
+
+        The pages share the origin of the app under test, whose scripts a browser
+        would let read them: no framing, no sniffing, no caching, no referrer, and
+        a Content Security Policy (a page's own, or none at all allowed).
+        """
+        response = self._answer(method, handler, read_only, environ)
+        headers = response.headers
+        headers.setdefault("Content-Security-Policy", NOTHING_ALLOWED)
+        headers["X-Frame-Options"] = "DENY"
+        headers["X-Content-Type-Options"] = "nosniff"
+        headers["Cache-Control"] = "no-store"
+        headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    def _answer(
         self, method: str, handler: _Handler, read_only: bool, environ: WSGIEnvironment
     ) -> Response:
         """Refuse all but an authenticated request, with its method, from an allowed client.
@@ -243,6 +267,7 @@ class CovGuard:
             if self._stopping:
                 return False
             self._stopping = True
+            self._deadline = time.monotonic() + self.drain_timeout
         threading.Thread(
             target=self._drain_save_stop, args=(stopper,), name="covguard-shutdown"
         ).start()
@@ -250,30 +275,40 @@ class CovGuard:
 
     def _drain_save_stop(self, stopper: Stopper) -> None:
         if not stopper.drains:  # else the server drains, and each process saves at exit
-            if not self._drain():
-                _say(
-                    f"{self._in_flight} request(s) still in flight after"
-                    f" drain_timeout={self.drain_timeout}s; stopping anyway"
-                )
+            self._drain()
             assert self._session is not None
             self._session.save()  # on disk before the stop; finish() at exit adds the rest
         stopper()
 
-    def _drain(self, *, at_exit: bool = False) -> bool:
-        """Wait (up to drain_timeout) for the requests in flight; True if none is left.
+    def _drain(self, *, at_exit: bool = False) -> None:
+        """Wait for the requests in flight, until the stop's deadline; name those cut.
 
-        At exit the server no longer accepts connections, and the wait is also for
-        its handler threads that have one but have not reached us yet: the
-        interpreter would cut their response short (see :func:`handler_threads`).
+        The stop has one ``drain_timeout`` in all, however many waits it has: a
+        stalled client cannot hold it twice. At exit the server no longer accepts
+        connections, and the wait is also for its handler threads that have one but
+        have not reached us yet: the interpreter would cut their response short
+        (see :func:`handler_threads`).
         """
-        deadline = time.monotonic() + self.drain_timeout
+        deadline = self._deadline or time.monotonic() + self.drain_timeout
 
         def busy() -> bool:
-            return self._in_flight > 0 or (at_exit and bool(handler_threads()))
+            return bool(self._running) or (at_exit and bool(handler_threads()))
 
         while busy() and time.monotonic() < deadline:
             time.sleep(0.01)
-        return not busy()
+        with self._lock:
+            cut = [
+                f"{environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')}"
+                for key, environ in self._running.items()
+                if key not in self._named_cut
+            ]
+            self._named_cut.update(self._running)
+        if cut:
+            shown = ", ".join(cut[:5]) + (f" and {len(cut) - 5} more" if len(cut) > 5 else "")
+            _say(
+                f"{len(cut)} request(s) still in flight after drain_timeout={self.drain_timeout}s;"
+                f" stopping anyway, cutting {shown}"
+            )
 
     def _announce(self) -> None:
         session = self._session

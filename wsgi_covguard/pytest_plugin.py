@@ -26,12 +26,14 @@ import os
 import secrets
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+
+from .client import ControlClient
+from .errors import CovGuardError
 
 __all__ = ["LiveServer"]
 
@@ -54,18 +56,17 @@ class LiveServer:
     """The running server: where it is, and how to talk to its control routes."""
 
     url: str
-    token: str
+    token: str = field(repr=False)  # failure output shows reprs
     process: subprocess.Popen[str]
 
     def control(self, path: str, body: bytes | None = None) -> dict[str, object]:
-        request = urllib.request.Request(
-            self.url + path,
-            data=body,
-            method="POST" if body is not None else "GET",
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "text/plain"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            result: dict[str, object] = json.loads(answer.read())
+        """GET ``path`` (POST with ``body``); its JSON answer. A 4xx or 5xx raises."""
+        client = ControlClient(self.url, self.token)
+        method = "POST" if body is not None else "GET"
+        answer = client.request(method, path, body, **{"Content-Type": "text/plain"})
+        if answer.status >= 400:
+            raise CovGuardError(f"covguard: {method} {path} answered {answer.status}")
+        result: dict[str, object] = json.loads(answer.body)
         return result
 
     def set_context(self, name: str) -> None:
@@ -74,13 +75,7 @@ class LiveServer:
     def stop(self) -> int:
         """Stop through the route and wait: the data is saved when this returns."""
         if self.process.poll() is None:
-            request = urllib.request.Request(
-                self.url + "/__shutdown__",
-                method="POST",
-                headers={"Authorization": f"Bearer {self.token}"},
-            )
-            with urllib.request.urlopen(request, timeout=30):
-                pass
+            ControlClient(self.url, self.token).post("/__shutdown__")
         return self.process.wait(timeout=60)
 
 

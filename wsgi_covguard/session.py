@@ -233,7 +233,17 @@ class CoverageSession:
         """
         with self._lock:
             if self._start_up is None:
-                self._start_up = _measured_so_far(self.coverage, on_disk=self._on_disk())
+                data = _measured_so_far(self.coverage, self.context)
+                # Plain sets, not in-memory SQLite: they survive a fork (gunicorn --preload).
+                read = data.arcs if data.has_arcs() else data.lines
+                measured = {name: read(name) or [] for name in data.measured_files()}
+                self._start_up = (data.has_arcs(), measured)
+
+    def dump(self) -> bytes:
+        """Everything measured so far, serialized (:meth:`coverage.CoverageData.dumps`),
+        without writing the data file: what a reader of the data gets."""
+        with self._lock:
+            return _measured_so_far(self.coverage, self.context).dumps()
 
     @property
     def remembers_start_up(self) -> bool:
@@ -311,10 +321,6 @@ class CoverageSession:
             print(f"covguard: {error}", file=sys.stderr, flush=True)
         return error
 
-    def _on_disk(self) -> bool:
-        """True if this process has written its data file already."""
-        return bool(glob.glob(f"{glob.escape(self.data_file)}.*.pid{os.getpid()}.*"))
-
     def _short_of_room(self) -> str | None:
         """Why writing now could ruin the data file, if it could.
 
@@ -350,33 +356,44 @@ def _erase(data: coverage.CoverageData) -> None:
     data._has_lines = data._has_arcs = False
 
 
-def _measured_so_far(cov: coverage.Coverage, *, on_disk: bool) -> tuple[bool, dict[str, Any]]:
-    """What ``cov`` measured so far: (arcs?, lines or arcs per file); the data file stays as is.
+def _measured_so_far(cov: coverage.Coverage, dynamic_context: str | None) -> coverage.CoverageData:
+    """Everything ``cov`` measured so far, in memory; its data file stays as it is.
 
-    coverage.py writes pending lines only when it flushes, and to its data file; a
-    copy taken before anything was saved must not create that file (nobody asked
-    for a save). So the collector flushes into data kept in memory, then gets its
-    pending lines back. These are private parts of coverage.py, pinned by the tests
-    of the reset to start-up.
+    coverage.py writes pending lines only when it flushes, and to its data file: a
+    copy taken by a reader (a GET, start-up) must not write that file, nor create it
+    when nobody asked for a save. So the file, if any, is read as it is; the
+    collector flushes its pending lines into the copy, under the context they run
+    in, then gets them back for the next real save. These are private parts of
+    coverage.py (``_data``, ``_collector``), pinned by the tests of the reset to
+    start-up and of the reading routes.
     """
     memory = coverage.CoverageData(no_disk=True)
-    if on_disk:
-        memory.update(cov.get_data())
-    else:
-        collector: Any = cov._collector
-        live, context = collector.covdata, collector.static_context
-        pending = {name: set(found) for name, found in list(collector.data.items())}
-        collector.use_data(memory, context)
+    written: Any = cov._data
+    if written is not None and os.path.exists(written.data_filename()):
+        part = coverage.CoverageData(basename=written.data_filename())
         try:
-            collector.flush_data()
+            part.read()
+            memory.update(part)
         finally:
-            collector.use_data(live, context)
-            for name, found in pending.items():
-                collector.data.setdefault(name, set()).update(found)
-    # Plain sets, not the in-memory SQLite data: they survive a fork (gunicorn --preload).
-    if memory.has_arcs():
-        return True, {name: memory.arcs(name) or [] for name in memory.measured_files()}
-    return False, {name: memory.lines(name) or [] for name in memory.measured_files()}
+            part.close(force=True)
+    collector: Any = cov._collector
+    if collector is None:  # never started
+        return memory
+    live, static = collector.covdata, collector.static_context
+    # Collector.switch_context's own rule for the context lines are recorded under.
+    context = (
+        f"{static}|{dynamic_context}" if static and dynamic_context else static or dynamic_context
+    )
+    pending = {name: set(found) for name, found in list(collector.data.items())}
+    collector.use_data(memory, context)
+    try:
+        collector.flush_data()
+    finally:
+        collector.use_data(live, static)
+        live.set_context(context)
+        for name, found in pending.items():
+            collector.data.setdefault(name, set()).update(found)
+    return memory
 
 
 def get_session() -> CoverageSession | None:

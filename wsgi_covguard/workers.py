@@ -17,6 +17,7 @@ the master. Single-process servers never start one.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -32,6 +33,7 @@ from typing import Any
 
 import coverage
 
+from .safefiles import private_folder
 from .session import CoverageSession
 
 __all__ = ["ProcessGroup", "is_prefork"]
@@ -43,12 +45,7 @@ _BOOT_TIMEOUT = 5.0
 
 def _run_dir() -> Path:
     base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    folder = Path(base) / f"covguard-{os.getuid()}"
-    folder.mkdir(mode=0o700, exist_ok=True)
-    info = folder.stat()
-    if info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise PermissionError(f"{folder} must belong to uid {os.getuid()} with mode 0700")
-    return folder
+    return private_folder(Path(base) / f"covguard-{os.getuid()}")
 
 
 def is_prefork() -> bool:
@@ -93,6 +90,8 @@ class ProcessGroup:
                 if error is not None:
                     raise OSError(error)
                 answer["data_file"] = self.session.current_file
+            elif operation == "dump":
+                answer["data"] = base64.b64encode(self.session.dump()).decode("ascii")
             elif operation == "reset":
                 self.session.reset(to_start=command.get("to") == "start")
             elif operation == "context":
@@ -119,22 +118,22 @@ class ProcessGroup:
 
     @contextlib.contextmanager
     def combined(self) -> Iterator[str]:
-        """Every process's data saved and combined into one temporary data file.
+        """Every process's data so far, combined in one data file in a private temporary folder.
 
-        Raises ``OSError`` (answered 507) when a process cannot save or does not answer.
+        Nothing is saved: each process hands over what it measured (see
+        :meth:`CoverageSession.dump`), so reading the data changes no file of the
+        user's. Raises ``OSError`` (answered 507) when a process does not answer.
         """
-        answers, errors = self.broadcast({"op": "save"})
+        answers, errors = self.broadcast({"op": "dump"})
         if errors:
             raise OSError("; ".join(errors))
         with tempfile.TemporaryDirectory(prefix="covguard-combined-") as folder:
             path = os.path.join(folder, "combined")
             combined = coverage.CoverageData(basename=path)
             for answer in answers:
-                if os.path.exists(answer["data_file"]):
-                    part = coverage.CoverageData(basename=answer["data_file"])
-                    part.read()
-                    combined.update(part)
-                    part.close(force=True)
+                part = coverage.CoverageData(no_disk=True)
+                part.loads(base64.b64decode(answer["data"]))
+                combined.update(part)
             combined.write()
             combined.close(force=True)
             yield path
