@@ -58,6 +58,8 @@ def test_the_summary_equals_coverage_report_file_by_file(rc: str, tmp_path: Path
     folder = tmp_path / "flask"
     shutil.copytree(FLASK_EXAMPLE, folder, ignore=shutil.ignore_patterns("__pycache__"))
     (folder / ".coveragerc").write_text(rc)
+    # Never imported: `coverage report` lists it at 0%, from what a save adds.
+    (folder / "taskboard" / "unused.py").write_text("def never():\n    return 1\n")
     live = CovguardServe(["wsgi:application"], cwd=folder)
     try:
         assert live.get("/").status_code == 200
@@ -81,6 +83,7 @@ def test_the_summary_equals_coverage_report_file_by_file(rc: str, tmp_path: Path
         for entry in summary["files"]
     }
     total = report.pop("TOTAL")
+    assert "taskboard/unused.py" in report
     assert shown == report
     assert summary["shown"] + "%" == total[-1]
     assert [summary["statements"], summary["missing"]] == [int(n) for n in total[:2]]

@@ -25,7 +25,6 @@ from __future__ import annotations
 import atexit
 import base64
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -42,6 +41,7 @@ from werkzeug.utils import send_from_directory
 from werkzeug.wrappers import Request, Response
 
 from .control import json_response
+from .reporting import Reports
 from .safefiles import create_private, is_regular_file, read_regular_file
 from .workers import ProcessGroup
 
@@ -59,8 +59,12 @@ class Dashboard:
     def __init__(self, group: ProcessGroup) -> None:
         self.group = group
         self.session = group.session
+        self._reports = Reports(group.session)
         self._html_dir: str | None = None
         self._html_lock = threading.Lock()
+        # The data's fingerprint when the figures, and the HTML report, were last made.
+        self._figures: tuple[list[Any] | None, dict[str, Any]] | None = None
+        self._html_made_for: list[Any] | None = None
 
     def read_only(self, prefix: str) -> dict[str, Callable[[WSGIEnvironment], Response]]:
         """Exact ``PATH_INFO`` -> handler, for the pages a browser may read."""
@@ -77,22 +81,6 @@ class Dashboard:
 
     # -- the data ---------------------------------------------------------------------------
 
-    def _numbers(self, data_file: str) -> dict[str, Any]:
-        """coverage.py's own figures for ``data_file``: those ``coverage report`` prints.
-
-        Its JSON report does the counting (statements, branches, partial branches,
-        exclusions, omit/include) and the rounding (``precision``); we only reshape it.
-        """
-        report = os.path.join(os.path.dirname(data_file), "summary.json")
-        self.session.reporter(data_file).json_report(outfile=report)
-        with open(report, encoding="utf-8") as file:
-            figures = json.load(file)
-        files = [
-            _figures(summary["summary"], file=name) for name, summary in figures["files"].items()
-        ]
-        files.sort(key=lambda entry: (entry["percent"], entry["file"]))  # least covered first
-        return {**_figures(figures["totals"]), "files": files}
-
     # -- the pages --------------------------------------------------------------------------
 
     def page(self, environ: WSGIEnvironment) -> Response:
@@ -102,8 +90,13 @@ class Dashboard:
         return response
 
     def summary(self, environ: WSGIEnvironment) -> Response:
-        with self.group.combined() as path:
-            numbers = self._numbers(path)
+        fingerprint = self.group.fingerprint()
+        figures = self._figures
+        if figures is None or fingerprint is None or figures[0] != fingerprint:
+            with self.group.combined() as path:
+                figures = (fingerprint, self._reports.run(self._reports.figures, path))
+            self._figures = figures
+        numbers = dict(figures[1])
         numbers.update(
             core=self.session.core,
             context=self.session.context,
@@ -120,13 +113,13 @@ class Dashboard:
             if self._html_dir is None:
                 self._html_dir = tempfile.mkdtemp(prefix="covguard-html-")
                 _remove_at_exit(self._html_dir)
-            if rest in ("", "index.html") or not os.path.exists(
-                os.path.join(self._html_dir, "index.html")
-            ):
-                with self.group.combined() as path:
-                    cov = self.session.reporter(path)
-                    contexts = cov.get_data().measured_contexts() - {""}
-                    cov.html_report(directory=self._html_dir, show_contexts=bool(contexts))
+            made = os.path.exists(os.path.join(self._html_dir, "index.html"))
+            if not made or rest in ("", "index.html"):  # a visit of the index: up to date
+                fingerprint = self.group.fingerprint()
+                if not made or fingerprint is None or fingerprint != self._html_made_for:
+                    with self.group.combined() as path:
+                        self._reports.run(self._reports.html, path, self._html_dir)
+                    self._html_made_for = fingerprint
             folder = self._html_dir
         response = send_from_directory(folder, rest or "index.html", environ)
         response.headers["Content-Security-Policy"] = REPORT_POLICY
@@ -203,21 +196,6 @@ class Dashboard:
             if gained or lost:
                 changes[name] = {"gained": gained, "lost": lost}
         return json_response({"from": before, "to": after or "now", "files": changes})
-
-
-def _figures(summary: dict[str, Any], **more: str) -> dict[str, Any]:
-    """One row of the summary from coverage's JSON ``summary``: ``shown`` is its own string."""
-    return {
-        **more,
-        "statements": summary["num_statements"],
-        "missing": summary["missing_lines"],
-        "excluded": summary["excluded_lines"],
-        "branches": summary.get("num_branches", 0),
-        "partial": summary.get("num_partial_branches", 0),
-        "missing_branches": summary.get("missing_branches", 0),
-        "percent": summary["percent_covered"],
-        "shown": summary["percent_covered_display"],
-    }
 
 
 #: coverage.py's HTML report: its own files, and the one inline script it writes (the

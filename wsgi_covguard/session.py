@@ -180,12 +180,13 @@ class CoverageSession:
         """The configured data file; ours are ``<data_file>.<suffix>`` beside it."""
         return os.path.abspath(str(self.coverage.get_option("run:data_file")))
 
-    def reporter(self, data_file: str) -> coverage.Coverage:
+    def reporter(self, data_file: str | None) -> coverage.Coverage:
         """A :class:`coverage.Coverage` that reports ``data_file`` as this session's would.
 
         The numbers it gives equal ``coverage report``'s run with the same configuration:
         it has the live session's report settings, whether they came from a file, the
-        environment or :func:`start`'s arguments.
+        environment or :func:`start`'s arguments. With ``data_file=None`` its data is
+        in memory, empty until filled through ``get_data()``.
         """
         live = self.coverage
         cov = coverage.Coverage(data_file=data_file, config_file=False)
@@ -238,6 +239,23 @@ class CoverageSession:
                 read = data.arcs if data.has_arcs() else data.lines
                 measured = {name: read(name) or [] for name in data.measured_files()}
                 self._start_up = (data.has_arcs(), measured)
+
+    def fingerprint(self) -> list[Any]:
+        """A value that changes whenever this process's data does, cheap to take.
+
+        Measured lines only ever add to the tracer's pending sets, until a save moves
+        them to the data file: the file's size and time, the pending sets' sizes and
+        the context together change with every new line, save, reset or switch.
+        """
+        written: Any = self.coverage._data
+        try:
+            info = os.stat(written.data_filename()) if written is not None else None
+        except OSError:
+            info = None
+        collector: Any = self.coverage._collector
+        pending = sum(len(found) for found in list(collector.data.values())) if collector else 0
+        on_disk = (info.st_size, info.st_mtime_ns) if info is not None else None
+        return [os.getpid(), on_disk, pending, self.context]
 
     def dump(self) -> bytes:
         """Everything measured so far, serialized (:meth:`coverage.CoverageData.dumps`),
@@ -393,6 +411,15 @@ def _measured_so_far(cov: coverage.Coverage, dynamic_context: str | None) -> cov
         live.set_context(context)
         for name, found in pending.items():
             collector.data.setdefault(name, set()).update(found)
+    # What a save adds (Coverage._post_save_work): every source file that could have run
+    # and did not, so that reports show it at 0% as `coverage report` does.
+    inorout: Any = cov._inorout
+    if inorout is not None and (memory.has_arcs() or memory.measured_files()):
+        by_plugin: dict[str | None, list[str]] = {}
+        for path, plugin in inorout.find_possibly_unexecuted_files():
+            by_plugin.setdefault(plugin, []).append(cov._file_mapper(path))
+        for plugin, paths in by_plugin.items():
+            memory.touch_files(paths, plugin)
     return memory
 
 
