@@ -63,13 +63,15 @@ demo-flask demo-bottle demo-pyramid demo-falcon demo-django: demo-%: $(VENV)/.in
 		--app-dir examples/$* --server waitress --html htmlcov \
 		-- $(VENV)/bin/python -m pytest -p no:cacheprovider examples/$*/tests
 
-# Overhead, measured side by side (benchmarks/bench.py); prints a table, checks nothing.
+# Overhead, measured side by side (benchmarks/bench.py), and how reading the coverage grows with
+# the code and the workers (benchmarks/scale.py); prints tables, checks nothing.
 bench: $(VENV)/.installed $(VENV313)/.installed
 	@command -v wrk >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
 	  else echo "make: wrk is missing; run 'sudo apt-get install wrk'"; exit 2; fi; }
 	$(VENV)/bin/python benchmarks/bench.py
+	$(VENV)/bin/python benchmarks/scale.py
 
 # Races show only on a busy machine: every load-during-stop test ROUNDS times per server
 # (waitress, werkzeug, cheroot, wsgiref, gunicorn, granian) beside two busy loops (ours, by pid).

@@ -93,8 +93,7 @@ class Dashboard:
         fingerprint = self.group.fingerprint()
         figures = self._figures
         if figures is None or fingerprint is None or figures[0] != fingerprint:
-            with self.group.combined() as path:
-                figures = (fingerprint, self._reports.run(self._reports.figures, path))
+            figures = (fingerprint, self._reports.run(self._reports.figures, self.group.parts()))
             self._figures = figures
         numbers = dict(figures[1])
         numbers.update(
@@ -117,8 +116,8 @@ class Dashboard:
             if not made or rest in ("", "index.html"):  # a visit of the index: up to date
                 fingerprint = self.group.fingerprint()
                 if not made or fingerprint is None or fingerprint != self._html_made_for:
-                    with self.group.combined() as path:
-                        self._reports.run(self._reports.html, path, self._html_dir)
+                    parts = self.group.parts()
+                    self._reports.run(self._reports.html, parts, self._html_dir)
                     self._html_made_for = fingerprint
             folder = self._html_dir
         response = send_from_directory(folder, rest or "index.html", environ)

@@ -19,6 +19,7 @@ things keep the figures coverage.py's own while making them cheap:
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
@@ -55,9 +56,9 @@ class Reports:
 
     def run(self, work: Callable[..., _T], *args: Any) -> _T:
         """``work(*args)`` on the reporting thread (untraced, one job at a time)."""
-        return self._executor.submit(work, *args).result()
+        return self._executor.submit(_apart_from_the_heap, work, *args).result()
 
-    def figures(self, data_file: str) -> dict[str, Any]:
+    def figures(self, parts: list[coverage.CoverageData]) -> dict[str, Any]:
         """coverage.py's own figures for ``data_file``, those ``coverage report`` prints.
 
         Its analysis does the counting (statements, branches, partial branches,
@@ -67,7 +68,7 @@ class Reports:
         functions and classes, and writes them all: 20 times the work at 74k
         statements.)
         """
-        cov = self.coverage(data_file)
+        cov = self.coverage(parts)
         precision = cov.get_option("report:precision")
         assert isinstance(precision, int)
         total = Numbers(precision=precision)
@@ -79,10 +80,10 @@ class Reports:
         self._lighten(cov)
         return {**_row(total), "files": files}
 
-    def html(self, data_file: str, folder: str) -> None:
-        """coverage.py's HTML report of ``data_file`` in ``folder``, incremental: a page is
+    def html(self, parts: list[coverage.CoverageData], folder: str) -> None:
+        """coverage.py's HTML report of the data in ``folder``, incremental: a page is
         written again only when its file or its data changed."""
-        cov = self.coverage(data_file)
+        cov = self.coverage(parts)
         contexts = cov.get_data().measured_contexts() - {""}
         cov.html_report(directory=folder, show_contexts=bool(contexts))
         self._lighten(cov)
@@ -104,20 +105,17 @@ class Reports:
             if parser is not None:
                 parser._ast_root = None
 
-    def coverage(self, data_file: str) -> coverage.Coverage:
-        """The session's reporting :class:`coverage.Coverage` for ``data_file``, with the
-        file reporters kept from one report to the next.
+    def coverage(self, parts: list[coverage.CoverageData]) -> coverage.Coverage:
+        """The session's reporting :class:`coverage.Coverage` of the processes' data
+        ``parts``, with the file reporters kept from one report to the next.
 
-        The data is copied into memory first: read from the file, each file's lines
-        would cost a connection to it (885 files: a third of the time).
+        The data stays in memory: read from a file, each file's lines would cost a
+        connection to it (885 files: a third of the time).
         """
         cov = self.session.reporter(None)
-        on_disk = coverage.CoverageData(basename=data_file)
-        try:
-            on_disk.read()
-            cov.get_data().update(on_disk)
-        finally:
-            on_disk.close(force=True)
+        data = cov.get_data()
+        for part in parts:
+            data.update(part)
         create = cov._get_file_reporter
 
         def file_reporter(morf: Any) -> Any:
@@ -154,3 +152,17 @@ def _row(numbers: Numbers, **more: str) -> dict[str, Any]:
         "percent": numbers.pc_covered,
         "shown": numbers.pc_covered_str,
     }
+
+
+def _apart_from_the_heap(work: Callable[..., _T], *args: Any) -> _T:
+    """``work(*args)`` with the server's own objects out of the garbage collector's way.
+
+    Analysing sources makes many objects, and each full collection they trigger would
+    walk the whole heap of the server (a Django app and all): ``gc.freeze`` sets what
+    exists now aside until the work is done.
+    """
+    gc.freeze()
+    try:
+        return work(*args)
+    finally:
+        gc.unfreeze()

@@ -134,19 +134,29 @@ class ProcessGroup:
         :meth:`CoverageSession.dump`), so reading the data changes no file of the
         user's. Raises ``OSError`` (answered 507) when a process does not answer.
         """
-        answers, errors = self.broadcast({"op": "dump"})
-        if errors:
-            raise OSError("; ".join(errors))
         with tempfile.TemporaryDirectory(prefix="covguard-combined-") as folder:
             path = os.path.join(folder, "combined")
             combined = coverage.CoverageData(basename=path)
-            for answer in answers:
-                part = coverage.CoverageData(no_disk=True)
-                part.loads(base64.b64decode(answer["data"]))
+            for part in self.parts():
                 combined.update(part)
             combined.write()
             combined.close(force=True)
             yield path
+
+    def parts(self) -> list[coverage.CoverageData]:
+        """Every process's data so far, in memory (see :meth:`CoverageSession.dump`).
+
+        Raises ``OSError`` (answered 507) when a process does not answer.
+        """
+        answers, errors = self.broadcast({"op": "dump"})
+        if errors:
+            raise OSError("; ".join(errors))
+        parts = []
+        for answer in answers:
+            part = coverage.CoverageData(no_disk=True)
+            part.loads(base64.b64decode(answer["data"]))
+            parts.append(part)
+        return parts
 
     def fingerprint(self) -> list[Any] | None:
         """Every process's :meth:`CoverageSession.fingerprint`; None if one did not answer."""
