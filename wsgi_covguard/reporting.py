@@ -19,6 +19,7 @@ things keep the figures coverage.py's own while making them cheap:
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import sys
@@ -131,6 +132,11 @@ class Reports:
             if kept is not None and kept[0] == version:
                 return kept[1]
             reporter = create(morf)
+            # Its functions and classes, for the HTML report's index pages: coverage.py
+            # parses the file again for them at every report (half of a refresh's time).
+            regions = getattr(reporter, "code_regions", None)
+            if regions is not None:
+                reporter.code_regions = functools.cache(regions)  # type: ignore[method-assign]
             with self._lock:
                 self._reporters[morf] = (version, reporter)
             return reporter
