@@ -115,3 +115,23 @@ def test_a_thread_that_cannot_be_measured_is_said_once(
     assert " core does not trace (thread 'Thread-" in warning
     assert "their lines are not measured: use Python 3.12+ for the sysmon core" in warning
     assert capsys.readouterr().err == f"covguard: {warning}\n"
+
+
+def test_a_paused_coverage_is_not_resumed_by_a_request_thread(tmp_path: Path) -> None:
+    """Stopped by its owner (pytest-cov, a benchmark): a request's thread stays untraced."""
+    cov = coverage.Coverage(data_file=str(tmp_path / ".coverage"))
+    cov.set_option("run:core", "ctrace")
+    cov.start()
+    cov.stop()
+    session = CoverageSession(cov, owned=True, token=None)
+    seen: list[object] = []
+
+    def serve() -> None:
+        session.trace_this_thread()
+        seen.append(sys.gettrace())
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    thread.join()
+    assert seen == [None]
+    assert session.warnings == []

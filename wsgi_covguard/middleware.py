@@ -170,7 +170,7 @@ class CovGuard:
 
     def _leave(self, environ: WSGIEnvironment, began: int) -> None:
         with self._lock:
-            del self._running[id(environ)]
+            self._running.pop(id(environ), None)
         session = self._session
         assert session is not None
         if began != len(session.contexts):  # the context changed while it ran

@@ -143,6 +143,8 @@ class CoverageSession:
         if self.finished:
             return
         collector = getattr(self.coverage, "_collector", None)
+        if collector is not None and not getattr(self.coverage, "_started", True):
+            return  # paused by its owner: not ours to resume
         install = getattr(collector, "_installation_trace", None)
         if install is not None:
             sys.settrace(install)
