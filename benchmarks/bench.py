@@ -135,6 +135,8 @@ import timeit, wsgi_covguard
 session = wsgi_covguard.start()  # None without a token: the inert case
 if session is not None:
     session.coverage.stop()  # measure the middleware, not the tracer
+    # As while measuring, where this thread has its tracer: no hand-over to try.
+    session.traces_threads = False
 def app(environ, start_response):
     start_response("200 OK", [("Content-Length", "2")])
     return [b"ok"]
