@@ -211,7 +211,9 @@ def test_under_gunicorn_the_dashboard_counts_every_worker(
     for _ in range(6):
         for path in paths:
             requests.get(master.url + path, timeout=10)
-    summary = requests.get(f"{master.url}/__coverage__/summary", auth=BASIC, timeout=60).json()
+    answer = requests.get(f"{master.url}/__coverage__/summary", auth=BASIC, timeout=60)
+    assert answer.status_code == 200, answer.text
+    summary = answer.json()
     assert summary["workers"] == 3
     assert master.shutdown().status_code == 202
     assert master.wait(timeout=15) == 0
