@@ -53,6 +53,8 @@ class Reports:
         )  # fmt: skip
         # filename -> ((size, mtime_ns), coverage.py's FileReporter for that version)
         self._reporters: dict[str, tuple[tuple[int, int], Any]] = {}
+        # file name -> its name in the data (a realpath each, without relative_files)
+        self._names: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def run(self, work: Callable[..., _T], *args: Any) -> _T:
@@ -142,6 +144,15 @@ class Reports:
             return reporter
 
         cov._get_file_reporter = file_reporter  # type: ignore[method-assign]
+        name = cov._file_mapper
+
+        def file_name(path: str) -> str:
+            known = self._names.get(path)
+            if known is None:
+                known = self._names[path] = name(path)
+            return known
+
+        cov._file_mapper = file_name
         return cov
 
 

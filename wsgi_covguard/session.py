@@ -97,6 +97,7 @@ class CoverageSession:
         self.traces_threads = owned and self.core != "sysmon"
         # What start-up measured, for reset(to_start=True): (arcs?, lines or arcs per file).
         self._start_up: tuple[bool, dict[str, Any]] | None = None
+        _remember_file_names(cov)
         os.register_at_fork(after_in_child=self._after_fork_in_child)
 
     def _after_fork_in_child(self) -> None:
@@ -374,6 +375,25 @@ def _erase(data: coverage.CoverageData) -> None:
     """
     data.erase()
     data._has_lines = data._has_arcs = False
+
+
+def _remember_file_names(cov: coverage.Coverage) -> None:
+    """Have ``cov`` work out each file's name for its data once, not at every save.
+
+    A save (and a reader's copy, :func:`_measured_so_far`) lists every source file
+    that could have run and names each the way the data does: without
+    ``relative_files``, its real path, a ``realpath`` per file. At 885 files that
+    was most of a copy's time, for names that do not change while the server runs
+    (coverage.py keeps its other file names, ``canonical_filename``, the same way).
+    """
+    name: Any = getattr(cov, "_file_mapper", None)
+    if name is None or hasattr(name, "cache_info"):
+        return
+    remembered = functools.lru_cache(maxsize=65536)(name)
+    cov._file_mapper = remembered
+    collector: Any = cov._collector  # names the files of each flush the same way
+    if collector is not None and collector.file_mapper is name:
+        collector.file_mapper = remembered
 
 
 def _measured_so_far(cov: coverage.Coverage, dynamic_context: str | None) -> coverage.CoverageData:
