@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import gc
 import glob
 import os
 import shutil
@@ -591,9 +592,23 @@ def _check_writable(data_file: str) -> None:
         ) from None
 
 
+def _finish_at_exit(session: CoverageSession) -> None:
+    """Save at exit; then spare the interpreter's last garbage collection the old heap.
+
+    After the handlers registered later than ours (the app's) have run, finalizing
+    the interpreter collects garbage over the whole heap: a Django worker spends
+    0.2 s in it, and gunicorn's 16 workers on two CPUs made one shutdown take
+    3.2 s instead of 1.0 s. ``gc.freeze`` takes what exists now out of that
+    collection; Python never promised to finalize objects still alive at exit,
+    and the handlers registered before ours (logging's flush) still run.
+    """
+    session.finish()
+    gc.freeze()
+
+
 def _install_nets(session: CoverageSession) -> None:
     """Save on every way out: normal exit, SIGTERM, and SIGINT even if ignored."""
-    atexit.register(session.finish)
+    atexit.register(_finish_at_exit, session)
     # A multiprocessing child (granian's and uvicorn's workers) leaves through
     # os._exit(), past atexit; multiprocessing runs its own finalizers first.
     mp = sys.modules.get("multiprocessing")
