@@ -10,7 +10,7 @@ from live import (
     FLASK_EXAMPLE,
     HTTPBIN_COVERAGERC,
     TEST_APPS,
-    LiveServer,
+    RunningServer,
     coverage_run_reference,
     drive_httpbin,
 )
@@ -35,12 +35,12 @@ def plainapp(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def servers() -> Iterator[Callable[..., LiveServer]]:
+def servers() -> Iterator[Callable[..., RunningServer]]:
     """Start servers with ``servers(argv, cwd=..., port=...)``; ended at teardown."""
-    started: list[LiveServer] = []
+    started: list[RunningServer] = []
 
-    def launch(argv: list[str], **kwargs: object) -> LiveServer:
-        server = LiveServer(argv, **kwargs)  # type: ignore[arg-type]
+    def launch(argv: list[str], **kwargs: object) -> RunningServer:
+        server = RunningServer(argv, **kwargs)  # type: ignore[arg-type]
         started.append(server)
         return server
 

@@ -45,7 +45,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class LiveServer:
+class RunningServer:
     """A server process, optionally started the way ``cmd &`` in a CI script does.
 
     With ``background=True`` it is launched by ``sh -c 'cmd &'``: a
@@ -105,7 +105,7 @@ class LiveServer:
             )
             self.pid = self.process.pid
 
-    def wait_listening(self, timeout: float = 20.0) -> LiveServer:
+    def wait_listening(self, timeout: float = 20.0) -> RunningServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -338,7 +338,7 @@ def coverage_run_reference(
     port = free_port()
     argv = [sys.executable, "-m", "coverage", "run", "-p", "-m", "waitress",
             f"--listen=127.0.0.1:{port}", app]  # fmt: skip
-    server = LiveServer(argv, cwd=folder, port=port, token=None, background=False)
+    server = RunningServer(argv, cwd=folder, port=port, token=None, background=False)
     try:
         server.wait_listening()
         drive(server.url)

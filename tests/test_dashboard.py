@@ -23,7 +23,7 @@ from live import (
     ROOT,
     TOKEN,
     CovguardServe,
-    LiveServer,
+    RunningServer,
     children,
     data_files,
     free_port,
@@ -197,7 +197,7 @@ def test_covguard_report_pulls_the_data_through_the_api(
 
 
 def test_under_gunicorn_the_dashboard_counts_every_worker(
-    tmp_path: Path, servers: Callable[..., LiveServer]
+    tmp_path: Path, servers: Callable[..., RunningServer]
 ) -> None:
     (tmp_path / ".coveragerc").write_text(HTTPBIN_COVERAGERC)
     (tmp_path / "wsgi.py").write_text(HTTPBIN_ENTRY)

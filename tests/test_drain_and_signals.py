@@ -13,7 +13,7 @@ import pytest
 import requests
 from live import (
     BIN,
-    LiveServer,
+    RunningServer,
     data_files,
     free_port,
     measured_lines,
@@ -30,7 +30,7 @@ def line_of(folder: Path, text: str) -> int:
 
 @pytest.mark.parametrize("name", ["waitress-serve", "waitress.serve", "werkzeug-threaded"])
 def test_requests_in_flight_finish_and_their_lines_are_saved(
-    name: str, plainapp: Path, servers: Callable[..., LiveServer]
+    name: str, plainapp: Path, servers: Callable[..., RunningServer]
 ) -> None:
     port = free_port()
     argv = server_argv(name, port, module="plain_wsgi")
@@ -59,7 +59,7 @@ def test_requests_in_flight_finish_and_their_lines_are_saved(
 
 @pytest.mark.parametrize("name", ["waitress-serve", "werkzeug-threaded"])
 def test_sigterm_saves_before_the_process_dies(
-    name: str, plainapp: Path, servers: Callable[..., LiveServer]
+    name: str, plainapp: Path, servers: Callable[..., RunningServer]
 ) -> None:
     port = free_port()
     server = servers(server_argv(name, port, module="plain_wsgi"), cwd=plainapp, port=port)
@@ -74,7 +74,7 @@ def test_sigterm_saves_before_the_process_dies(
 
 @pytest.mark.parametrize("name", ["waitress-serve", "werkzeug-threaded"])
 def test_sigint_stops_and_saves_even_when_it_arrived_ignored(
-    name: str, plainapp: Path, servers: Callable[..., LiveServer]
+    name: str, plainapp: Path, servers: Callable[..., RunningServer]
 ) -> None:
     port = free_port()
     server = servers(server_argv(name, port, module="plain_wsgi"), cwd=plainapp, port=port)
@@ -144,7 +144,7 @@ application = wsgi_covguard.CovGuard(app)
 
 
 def test_threads_ctrace_cannot_measure_are_reported_once(
-    plainapp: Path, servers: Callable[..., LiveServer]
+    plainapp: Path, servers: Callable[..., RunningServer]
 ) -> None:
     (plainapp / "thread_first.py").write_text(THREAD_FIRST)
     port = free_port()

@@ -24,7 +24,7 @@ from live import (
     ROOT,
     TOKEN,
     CovguardServe,
-    LiveServer,
+    RunningServer,
     children,
     coverage_run_reference,
     data_files,
@@ -66,7 +66,7 @@ MODES = {
 def test_one_request_stops_every_worker_and_all_lines_are_saved(
     mode: str,
     project: Path,
-    servers: Callable[..., LiveServer],
+    servers: Callable[..., RunningServer],
     httpbin_reference: dict[str, set[int]],
 ) -> None:
     options, workers = MODES[mode]
@@ -90,7 +90,7 @@ def test_one_request_stops_every_worker_and_all_lines_are_saved(
 
 
 def test_sigterm_to_the_master_saves_every_worker(
-    project: Path, servers: Callable[..., LiveServer]
+    project: Path, servers: Callable[..., RunningServer]
 ) -> None:
     port = free_port()
     master = servers(gunicorn(port, "-w", "3"), cwd=project, port=port).wait_listening()
@@ -103,7 +103,7 @@ def test_sigterm_to_the_master_saves_every_worker(
 
 
 def test_a_killed_worker_loses_only_its_own_data(
-    project: Path, servers: Callable[..., LiveServer]
+    project: Path, servers: Callable[..., RunningServer]
 ) -> None:
     port = free_port()
     master = servers(gunicorn(port, "-w", "2"), cwd=project, port=port).wait_listening()
@@ -180,7 +180,7 @@ def curl_workload(url: str) -> None:
 
 
 def test_a_bottle_app_under_two_workers_driven_by_curl(
-    tmp_path: Path, servers: Callable[..., LiveServer]
+    tmp_path: Path, servers: Callable[..., RunningServer]
 ) -> None:
     bottle = ROOT / "examples" / "bottle"
     reference = tmp_path / "reference"
@@ -223,7 +223,7 @@ def test_uwsgi_is_refused_at_start_up_in_one_line(project: Path) -> None:
 
 
 def test_uwsgi_without_a_token_serves_untouched(
-    project: Path, servers: Callable[..., LiveServer]
+    project: Path, servers: Callable[..., RunningServer]
 ) -> None:
     port = free_port()
     argv = [str(BIN / "uwsgi"), "--http-socket", f"127.0.0.1:{port}", "--wsgi-file", "wsgi.py",

@@ -20,7 +20,7 @@ from live import (
     HTTPBIN_ENTRY,
     TOKEN,
     CovguardServe,
-    LiveServer,
+    RunningServer,
     children,
     data_files,
     drive_httpbin,
@@ -50,7 +50,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def control(
-    live: CovguardServe | LiveServer, method: str, route: str, **kwargs: object
+    live: CovguardServe | RunningServer, method: str, route: str, **kwargs: object
 ) -> requests.Response:
     headers = {**BEARER, **kwargs.pop("headers", {})}  # type: ignore[dict-item]
     return requests.request(
@@ -271,7 +271,7 @@ def test_collect_names_each_server_it_could_not_reach(tmp_path: Path) -> None:
 
 
 def test_under_gunicorn_save_and_reset_reach_every_worker(
-    project: Path, servers: Callable[..., LiveServer]
+    project: Path, servers: Callable[..., RunningServer]
 ) -> None:
     (project / "wsgi.py").write_text(HTTPBIN_ENTRY)
     port = free_port()

@@ -21,7 +21,7 @@ from live import (
     BIN,
     TOKEN,
     CovguardServe,
-    LiveServer,
+    RunningServer,
     data_files,
     free_port,
     measured_lines,
@@ -50,10 +50,10 @@ def gunicorn_gthread(port: int) -> list[str]:
 
 @pytest.mark.parametrize("server", ["cheroot", "gunicorn"])
 def test_requests_in_flight_finish_on_cheroot_and_gunicorn(
-    server: str, plainapp: Path, servers: Callable[..., LiveServer]
+    server: str, plainapp: Path, servers: Callable[..., RunningServer]
 ) -> None:
     if server == "cheroot":
-        live: CovguardServe | LiveServer = CovguardServe(
+        live: CovguardServe | RunningServer = CovguardServe(
             ["plainapp:app", "--server", "cheroot"], cwd=plainapp
         )
     else:
@@ -149,11 +149,11 @@ class Load:
         assert line_of(folder, COUNTED) in measured_lines(folder, "plainapp")["plainapp.py"]
 
 
-def under_load(server: str, folder: Path, servers: Callable[..., LiveServer]) -> None:
+def under_load(server: str, folder: Path, servers: Callable[..., RunningServer]) -> None:
     """Stop ``server`` with the shutdown route while four clients keep sending."""
     if server == "gunicorn":
         port = free_port()
-        live: CovguardServe | LiveServer = servers(gunicorn_gthread(port), cwd=folder, port=port)
+        live: CovguardServe | RunningServer = servers(gunicorn_gthread(port), cwd=folder, port=port)
         live.wait_listening()
     else:
         live = CovguardServe(["plainapp:app", "--server", server], cwd=folder)
@@ -175,7 +175,7 @@ def under_load(server: str, folder: Path, servers: Callable[..., LiveServer]) ->
     "server", ["waitress", "werkzeug", "cheroot", "wsgiref", "gunicorn", "granian"]
 )
 def test_clients_under_load_never_see_a_5xx_or_a_cut_response(
-    server: str, round_: int, plainapp: Path, servers: Callable[..., LiveServer]
+    server: str, round_: int, plainapp: Path, servers: Callable[..., RunningServer]
 ) -> None:
     under_load(server, plainapp, servers)
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from live import BIN, TOKEN, LiveServer, data_files, free_port, measured_lines, server_argv
+from live import BIN, TOKEN, RunningServer, data_files, free_port, measured_lines, server_argv
 
 PY = sys.executable
 SERVERS = [
@@ -27,7 +27,7 @@ SERVERS = [
 ]
 
 
-def drive(server: LiveServer) -> None:
+def drive(server: RunningServer) -> None:
     """The same workload for every server: pages, the form, a redirect, JSON, a 404."""
     assert server.get("/").status_code == 200
     created = server.post("/tasks", data={"title": "Measure me", "priority": "high"})
@@ -61,7 +61,7 @@ def coverage_run_lines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, se
         f"--listen=127.0.0.1:{port}",
         "wsgi:application",
     ]
-    server = LiveServer(argv, cwd=folder, port=port, token=None, background=False)
+    server = RunningServer(argv, cwd=folder, port=port, token=None, background=False)
     try:
         server.wait_listening()
         drive(server)
@@ -83,7 +83,7 @@ def coverage_run_lines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, se
 def test_refusals_then_shutdown_saves_what_coverage_run_sees(
     name: str,
     taskboard: Path,
-    servers: Callable[..., LiveServer],
+    servers: Callable[..., RunningServer],
     coverage_run_lines: dict[str, set[int]],
 ) -> None:
     port = free_port()
@@ -116,7 +116,7 @@ def test_refusals_then_shutdown_saves_what_coverage_run_sees(
 
 
 def test_the_route_follows_the_mount_point(
-    taskboard: Path, servers: Callable[..., LiveServer]
+    taskboard: Path, servers: Callable[..., RunningServer]
 ) -> None:
     port = free_port()
     argv = [
@@ -133,7 +133,7 @@ def test_the_route_follows_the_mount_point(
 
 
 def test_remote_clients_are_refused_unless_allowed(
-    taskboard: Path, servers: Callable[..., LiveServer]
+    taskboard: Path, servers: Callable[..., RunningServer]
 ) -> None:
     """Behind a trusted proxy waitress reports the forwarded client address."""
     port = free_port()
@@ -162,7 +162,7 @@ def test_remote_clients_are_refused_unless_allowed(
 
 
 def test_without_a_token_the_route_is_the_apps_and_nothing_is_written(
-    taskboard: Path, servers: Callable[..., LiveServer]
+    taskboard: Path, servers: Callable[..., RunningServer]
 ) -> None:
     port = free_port()
     argv = server_argv("waitress-serve", port)

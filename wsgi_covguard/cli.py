@@ -4,6 +4,8 @@
                             started before APP is imported
 ``covguard run APP -- CMD`` serve, run CMD against it, stop, combine, report
 ``covguard shutdown [URL]`` POST the shutdown route and wait until the server is gone
+``covguard collect URL...`` download each server's data as a parallel data file here
+``covguard report [URL]``   a live server's report (and HTML), from here
 
 ``main(argv=None) -> int`` catches our own errors and prints one line: a wrong
 APP, port or server is a user's mistake, not a traceback.
@@ -17,6 +19,7 @@ import contextlib
 import functools
 import importlib
 import inspect
+import logging
 import os
 import re
 import secrets
@@ -34,14 +37,15 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .client import ControlClient
-from .errors import ConfigError, CovGuardError
+from .errors import ConfigError, CovGuardError, ExitCode
+from .log import say
+from .settings import CONTROL_PREFIX, SHUTDOWN_PATH, TOKEN_ENV, URL_ENV, Settings, server_url
+from .spawn import serve_argv, spawn
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 __all__ = ["main"]
-
-_READY = re.compile(r"^covguard: serving \S+ on (?P<url>http://\S+) ")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,10 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except CovGuardError as exc:
-        print(str(exc) if str(exc).startswith("covguard:") else f"covguard: {exc}", file=sys.stderr)
-        return 2
+        say(str(exc), logging.ERROR)
+        return ExitCode.ERROR
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -98,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     shutdown = commands.add_parser("shutdown", help="stop a server through its shutdown route")
     shutdown.add_argument("url", nargs="?", help="the server's URL (default: $COVGUARD_URL)")
     _add_token_options(shutdown)
-    shutdown.add_argument("--path", default="/__shutdown__", help="default: %(default)s")
+    shutdown.add_argument("--path", default=SHUTDOWN_PATH, help="default: %(default)s")
     shutdown.add_argument("--timeout", type=float, default=30.0, help="default: %(default)ss")
     shutdown.set_defaults(func=_shutdown)
 
@@ -107,13 +111,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     collect.add_argument("urls", nargs="+", metavar="URL", help="the servers' URLs")
     _add_token_options(collect)
-    collect.add_argument("--prefix", default="/__coverage__", help="default: %(default)s")
+    collect.add_argument("--prefix", default=CONTROL_PREFIX, help="default: %(default)s")
     collect.set_defaults(func=_collect)
 
     report = commands.add_parser("report", help="a live server's coverage report, from here")
     report.add_argument("url", nargs="?", help="the server's URL (default: $COVGUARD_URL)")
     _add_token_options(report)
-    report.add_argument("--prefix", default="/__coverage__", help="default: %(default)s")
+    report.add_argument("--prefix", default=CONTROL_PREFIX, help="default: %(default)s")
     report.add_argument("--html", metavar="DIR", help="also write coverage.py's HTML report to DIR")
     report.add_argument("--open", action="store_true", help="open the HTML report in a browser")
     report.set_defaults(func=_report_command)
@@ -169,11 +173,13 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from . import CovGuard, start
-    from .servers import LOADS_IN_WORKERS, Options, check_available, create_server
+    from .prefork import LOADS_IN_WORKERS
+    from .servers import Options, check_available, create_server
 
     options = Options(threads=args.threads, workers=args.workers)
     check_available(args.server, options)
-    token = os.environ.get("COVGUARD_TOKEN") or _generated_token()
+    settings = Settings.read()
+    token = settings.token.reveal() if settings.token else _generated_token()
     if args.server in LOADS_IN_WORKERS:
         return _serve_from_workers(args, options)
     session = start(token=token, contexts=args.contexts, autosave=args.autosave)
@@ -182,7 +188,7 @@ def _serve(args: argparse.Namespace) -> int:
         sys.path.insert(0, os.path.abspath(args.app_dir))
         app = load_app(args.app)
         # Bind before CovGuard announces that it measures: a busy port is one line.
-        front = _Front()
+        front = _AppSlot()
         server = create_server(args.server, front, args.host, args.port, options)
         guard = app if isinstance(app, CovGuard) else CovGuard(app, token=token)
         front.app = guard
@@ -203,7 +209,7 @@ def _serve(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         server.run()
     session.finish()
-    return 0
+    return ExitCode.OK
 
 
 def _serve_from_workers(args: argparse.Namespace, options: Any) -> int:
@@ -235,7 +241,7 @@ def _serve_from_workers(args: argparse.Namespace, options: Any) -> int:
 
     threading.Thread(target=announce_when_listening, daemon=True).start()
     server.run()
-    return 0
+    return ExitCode.OK
 
 
 def guarded_app(spec: str, app_dir: str, contexts: bool, autosave: float | None) -> WSGIApplication:
@@ -248,7 +254,7 @@ def guarded_app(spec: str, app_dir: str, contexts: bool, autosave: float | None)
     return app if isinstance(app, CovGuard) else CovGuard(app)
 
 
-class _Front:
+class _AppSlot:
     """The application the server is bound with, set once the guard exists."""
 
     app: WSGIApplication
@@ -271,8 +277,8 @@ def _generated_token() -> str:
                 os.unlink(path)
 
     atexit.register(remove)
-    os.environ["COVGUARD_TOKEN"] = token
-    print(f"covguard: COVGUARD_TOKEN was not set; the token is in {path}", file=sys.stderr)
+    os.environ[TOKEN_ENV] = token
+    say(f"{TOKEN_ENV} was not set; the token is in {path}")
     return token
 
 
@@ -338,74 +344,42 @@ def _run(args: argparse.Namespace) -> int:
 
     check_available(args.server, Options(threads=args.threads, workers=args.workers))
     token = secrets.token_urlsafe(24)
-    env = {**os.environ, "COVGUARD_TOKEN": token}
-    serve_argv = [
-        sys.executable, "-m", "wsgi_covguard", "serve", args.app, "--server", args.server,
-        "--host", args.host, "--port", str(args.port), "--app-dir", args.app_dir,
-        *(["--threads", str(args.threads)] if args.threads else []),
-        *(["--workers", str(args.workers)] if args.workers else []),
-        *(["--contexts"] if args.contexts else []),
-        *(["--autosave", str(args.autosave)] if args.autosave else []),
-    ]  # fmt: skip
-    server = subprocess.Popen(serve_argv, env=env, stdout=subprocess.PIPE, text=True)
+    argv = serve_argv(
+        args.app, server=args.server, host=args.host, port=args.port, app_dir=args.app_dir,
+        threads=args.threads, workers=args.workers, contexts=args.contexts,
+        autosave=args.autosave,
+    )  # fmt: skip
+    server = spawn(argv, token=token, timeout=args.ready_timeout)
     try:
-        url = _wait_ready(server, args.ready_timeout)
-        status = subprocess.call(command, env={**env, "COVGUARD_URL": url})
-        stopped = _stop(url, token, server)
+        env = {**os.environ, TOKEN_ENV: token, URL_ENV: server.url}
+        status = subprocess.call(command, env=env)
+        stopped = _stop(server.url, token, server.process)
     finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-    reported = _report(args.html, args.fail_under) if stopped else None
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait()
+    reported = _combine_and_report(args.html, args.fail_under) if stopped else None
     if status != 0:
         return status
     if not stopped:
-        print(
-            f"covguard: the server did not stop cleanly (exit {server.returncode})", file=sys.stderr
-        )
-        return 2
-    return 0 if reported else 2
-
-
-def _wait_ready(server: subprocess.Popen[str], timeout: float) -> str:
-    """Read the server's stdout until its ready line; forward the rest."""
-    assert server.stdout is not None
-    found: list[str] = []
-    ready = threading.Event()
-
-    def pump() -> None:
-        assert server.stdout is not None
-        for line in server.stdout:
-            sys.stdout.write(line)
-            sys.stdout.flush()
-            match = _READY.match(line)
-            if match and not found:
-                found.append(match["url"])
-                ready.set()
-        ready.set()  # stdout closed: the server is gone
-
-    threading.Thread(target=pump, daemon=True).start()
-    if not ready.wait(timeout):
-        raise ConfigError(f"the server did not listen within {timeout:g}s; see its output above")
-    if not found:
-        code = server.wait()
-        raise ConfigError(f"the server exited with status {code} before listening; see above")
-    return found[0]
+        say(f"the server did not stop cleanly (exit {server.process.returncode})", logging.ERROR)
+        return ExitCode.ERROR
+    return ExitCode.OK if reported else ExitCode.ERROR
 
 
 def _stop(url: str, token: str, server: subprocess.Popen[str]) -> bool:
     try:
-        _post_shutdown(url, token, "/__shutdown__")
+        _post_shutdown(url, token, SHUTDOWN_PATH)
     except CovGuardError as exc:
-        print(str(exc), file=sys.stderr)
+        say(str(exc), logging.ERROR)
         return False
     try:
-        return server.wait(timeout=60) == 0
+        return server.wait(timeout=60) == ExitCode.OK
     except subprocess.TimeoutExpired:
         return False
 
 
-def _report(html: str | None, fail_under: float | None) -> bool:
+def _combine_and_report(html: str | None, fail_under: float | None) -> bool:
     """Combine every parallel data file, print the report; False if below the bar."""
     import coverage
 
@@ -418,13 +392,11 @@ def _report(html: str | None, fail_under: float | None) -> bool:
             cov.html_report(directory=html)
             print(f"covguard: HTML report in {os.path.join(html, 'index.html')}")
     except coverage.CoverageException as exc:
-        print(f"covguard: no report: {exc}", file=sys.stderr)
+        say(f"no report: {exc}", logging.ERROR)
         return False
     bar = fail_under if fail_under is not None else float(cov.get_option("report:fail_under") or 0)  # type: ignore[arg-type]
     if total < bar:
-        print(
-            f"covguard: total coverage {total:.2f}% is below --fail-under {bar:g}%", file=sys.stderr
-        )
+        say(f"total coverage {total:.2f}% is below --fail-under {bar:g}%", logging.ERROR)
         return False
     return True
 
@@ -439,10 +411,10 @@ def _shutdown(args: argparse.Namespace) -> int:
     while time.monotonic() < deadline:
         if not _listening(url):
             print(f"covguard: {url} has stopped")
-            return 0
+            return ExitCode.OK
         time.sleep(0.1)
-    print(f"covguard: {url} still answers after {args.timeout:g}s", file=sys.stderr)
-    return 1
+    say(f"{url} still answers after {args.timeout:g}s", logging.ERROR)
+    return ExitCode.FAIL
 
 
 # -- collect --------------------------------------------------------------------
@@ -458,11 +430,11 @@ def _collect(args: argparse.Namespace) -> int:
         try:
             _fetch_data(url, token, args.prefix, target)
         except CovGuardError as exc:
-            print(exc, file=sys.stderr)
+            say(str(exc), logging.ERROR)
             failures += 1
             continue
         print(f"covguard: {url} -> {target}")
-    return 1 if failures else 0
+    return ExitCode.FAIL if failures else ExitCode.OK
 
 
 def _fetch_data(url: str, token: str, prefix: str, target: str) -> None:
@@ -471,7 +443,7 @@ def _fetch_data(url: str, token: str, prefix: str, target: str) -> None:
 
     answer = ControlClient(url, token, timeout=60).get(prefix + "/data")
     if answer.status != 200:
-        raise CovGuardError(f"covguard: {url} answered {answer.status}; check the token and URL")
+        raise CovGuardError(f"{url} answered {answer.status}; check the token and URL")
     folder = os.path.dirname(os.path.abspath(target))
     fd, candidate = tempfile.mkstemp(prefix=".covguard-", dir=folder)
     try:
@@ -483,8 +455,7 @@ def _fetch_data(url: str, token: str, prefix: str, target: str) -> None:
             data.measured_files()
         except (coverage.CoverageException, sqlite3.Error):
             raise CovGuardError(
-                f"covguard: {url} sent something that is not coverage data;"
-                " is it a covguard server?"
+                f"{url} sent something that is not coverage data; is it a covguard server?"
             ) from None
         finally:
             data.close(force=True)
@@ -495,9 +466,9 @@ def _fetch_data(url: str, token: str, prefix: str, target: str) -> None:
 
 
 def _url(args: argparse.Namespace) -> str:
-    url: str | None = args.url or os.environ.get("COVGUARD_URL")
+    url = server_url(args.url)
     if not url:
-        raise ConfigError("no server URL; pass it or set COVGUARD_URL")
+        raise ConfigError(f"no server URL; pass it or set {URL_ENV}")
     return url
 
 
@@ -515,14 +486,15 @@ def _token(args: argparse.Namespace) -> str:
                 f"cannot read --token-file {args.token_file!r} ({exc.strerror or exc})"
             ) from None
     elif args.token:
-        print(
-            "covguard: --token shows the token to every user of this machine (the process list);"
+        say(
+            "--token shows the token to every user of this machine (the process list);"
             " use COVGUARD_TOKEN or --token-file instead",
-            file=sys.stderr,
+            logging.WARNING,
         )
         token = args.token
     else:
-        token = os.environ.get("COVGUARD_TOKEN")
+        found = Settings.read().token
+        token = found.reveal() if found else None
     if not token:
         raise ConfigError("no token; set COVGUARD_TOKEN or pass --token-file FILE")
     return token
@@ -552,8 +524,8 @@ def _report_command(args: argparse.Namespace) -> int:
 
                     webbrowser.open(f"file://{index}")
         except coverage.CoverageException as exc:
-            raise CovGuardError(f"covguard: no report: {exc}") from None
-    return 0
+            raise CovGuardError(f"no report: {exc}") from None
+    return ExitCode.OK
 
 
 def _data_file() -> str:
@@ -570,7 +542,7 @@ def _host_slug(url: str) -> str:
 def _post_shutdown(url: str, token: str, path: str) -> None:
     status = ControlClient(url, token, timeout=10).post(path).status
     if status != 202:
-        raise CovGuardError(f"covguard: {url}{path} answered {status}, not 202; check the token")
+        raise CovGuardError(f"{url}{path} answered {status}, not 202; check the token")
 
 
 def _listening(url: str) -> bool:

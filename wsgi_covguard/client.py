@@ -16,17 +16,9 @@ from dataclasses import dataclass
 from email.message import Message
 from typing import IO, Any, NoReturn
 
-from .errors import CovGuardError
+from .errors import PeerUnreachable, RedirectRefused
 
 __all__ = ["Answer", "ControlClient", "PeerUnreachable", "RedirectRefused"]
-
-
-class RedirectRefused(CovGuardError):
-    """The server answered with a redirect; the token is not sent after it."""
-
-
-class PeerUnreachable(CovGuardError):
-    """No answer from the server: refused, reset, timed out, or not HTTP."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +36,7 @@ class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
         headers: Message, newurl: str,
     ) -> NoReturn:  # fmt: skip
         raise RedirectRefused(
-            f"covguard: {req.full_url} answered {code}, a redirect to {newurl}; the token is not"
+            f"{req.full_url} answered {code}, a redirect to {newurl}; the token is not"
             " sent there: use the server's own URL"
         )
 
@@ -90,12 +82,14 @@ class ControlClient:
             _unreachable(self.url, exc)
 
     def get(self, path: str) -> Answer:
+        """``GET path``, whatever the answer's status."""
         return self.request("GET", path)
 
     def post(self, path: str, body: bytes = b"", **headers: Any) -> Answer:
+        """``POST path`` with ``body`` and ``headers``, whatever the answer's status."""
         return self.request("POST", path, body, **headers)
 
 
 def _unreachable(url: str, exc: BaseException) -> NoReturn:
     reason = getattr(exc, "reason", exc)
-    raise PeerUnreachable(f"covguard: cannot reach {url}: {reason}") from None
+    raise PeerUnreachable(f"cannot reach {url}: {reason}") from None

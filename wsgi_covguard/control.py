@@ -1,10 +1,10 @@
 """The live control routes: save, reset (``?to=start``), context, status and data.
 
-Each is a small handler from a WSGI environ to a :class:`werkzeug.wrappers.Response`
-with a JSON body (the data route answers the SQLite file itself). The middleware
-has already checked the method, the client address and the token. Under a
-pre-fork server, save, reset and context reach every process and data combines
-every process's file (see :mod:`.workers`).
+Each is a small handler from a :class:`~.messages.ControlRequest` to an
+:class:`~.messages.Answer` with a JSON body (the data route answers the SQLite
+file itself); :class:`~.routes.Routes` has already checked the method, the client
+address and the token. Under a pre-fork server, save, reset and context reach
+every process and data combines every process's file (see :mod:`.workers`).
 """
 
 from __future__ import annotations
@@ -14,17 +14,15 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from werkzeug.exceptions import RequestEntityTooLarge
-from werkzeug.wrappers import Request, Response
 
-from .workers import ProcessGroup
+from .messages import Answer, ControlRequest, json_answer
+from .routes import Route
+from .workers import Failure, ProcessGroup
 
-if TYPE_CHECKING:
-    from _typeshed.wsgi import WSGIEnvironment
-
-__all__ = ["ControlRoutes", "json_response"]
+__all__ = ["LiveControls"]
 
 #: Longest accepted context name: a test's node id fits easily.
 MAX_CONTEXT = 1024
@@ -32,71 +30,72 @@ MAX_CONTEXT = 1024
 CONTEXT_SETTLE = 0.25
 
 
-def json_response(body: dict[str, Any], status: int = 200) -> Response:
-    return Response(json.dumps(body) + "\n", status=status, mimetype="application/json")
+class LiveControls:
+    """The handlers behind ``<prefix>/save``, ``/reset``, ``/context``, ``/status``, ``/data``.
 
-
-class ControlRoutes:
-    """The handlers behind ``<prefix>/save``, ``/reset``, ``/context``, ``/status``, ``/data``."""
+    :param group: this process and its siblings, whose data the routes act on.
+    :param in_flight: how many requests the app is serving now.
+    """
 
     def __init__(self, group: ProcessGroup, in_flight: Callable[[], int]) -> None:
         self.group = group
         self.session = group.session
         self._in_flight = in_flight
 
-    def table(self, prefix: str) -> dict[str, tuple[str, Callable[[WSGIEnvironment], Response]]]:
-        """``PATH_INFO`` -> (the one method allowed, handler)."""
-        return {
-            f"{prefix}/save": ("POST", self.save),
-            f"{prefix}/reset": ("POST", self.reset),
-            f"{prefix}/context": ("POST", self.context),
-            f"{prefix}/status": ("GET", self.status),
-            f"{prefix}/data": ("GET", self.data),
-        }
+    def routes(self, prefix: str) -> list[Route]:
+        """The routes under ``prefix``: each changes state (POST) or reads it (GET),
+        with the Bearer token only."""
+        return [
+            Route(f"{prefix}/save", "POST", self.save),
+            Route(f"{prefix}/reset", "POST", self.reset),
+            Route(f"{prefix}/context", "POST", self.context),
+            Route(f"{prefix}/status", "GET", self.status),
+            Route(f"{prefix}/data", "GET", self.data),
+        ]
 
-    def save(self, environ: WSGIEnvironment) -> Response:
+    def save(self, request: ControlRequest) -> Answer:
+        """Write every process's data file now; measuring goes on."""
         answers, errors = self.group.broadcast({"op": "save"})
-        return json_response(
-            {"saved": [a["pid"] for a in answers], "errors": errors}, _status(errors)
+        return json_answer(
+            {"saved": [a["pid"] for a in answers], "errors": _said(errors)}, _status(errors)
         )
 
-    def reset(self, environ: WSGIEnvironment) -> Response:
+    def reset(self, request: ControlRequest) -> Answer:
         """Forget everything measured, or with ``?to=start`` all but what start-up ran."""
-        to = Request(environ).args.get("to")
+        to = request.args.get("to")
         if to not in (None, "start"):
-            return json_response(
+            return json_answer(
                 {"error": "reset takes no query, or to=start to keep what start-up ran"}, 400
             )
         if to == "start" and not self.session.remembers_start_up:
-            return json_response(
+            return json_answer(
                 {"error": "no start-up state was recorded in this process; reset without"
                  " to=start, or wrap the app in CovGuard"},
                 409,
             )  # fmt: skip
         command = {"op": "reset", "to": to} if to else {"op": "reset"}
         answers, errors = self.group.broadcast(command)
-        return json_response(
-            {"reset": [a["pid"] for a in answers], "to": to or "nothing", "errors": errors},
+        return json_answer(
+            {"reset": [a["pid"] for a in answers], "to": to or "nothing", "errors": _said(errors)},
             _status(errors),
         )
 
-    def context(self, environ: WSGIEnvironment) -> Response:
+    def context(self, request: ControlRequest) -> Answer:
+        """Record every process's lines from now on under the context the body names."""
         if not self.session.supports_contexts:
-            return json_response(
+            return json_answer(
                 {"error": f"the {self.session.core} core records no dynamic contexts;"
                  " restart with `covguard serve --contexts` or start(contexts=True)"},
                 409,
             )  # fmt: skip
-        request = Request(environ)
-        request.max_content_length = MAX_CONTEXT * 4
         try:
             name = _context_name(request)
         except RequestEntityTooLarge:
-            return json_response(
+            return json_answer(
                 {"error": f"a context name is {MAX_CONTEXT} characters at most"}, 413
             )
         if name is None:
-            return json_response(
+            return json_answer(
                 {"error": "send the context name as the body (text/plain, or JSON"
                  f' {{"context": "..."}}), 1 to {MAX_CONTEXT} characters'},
                 400,
@@ -108,14 +107,15 @@ class ControlRoutes:
         while self._in_flight() and time.monotonic() < deadline:
             time.sleep(0.005)
         answers, errors = self.group.broadcast({"op": "context", "context": name})
-        return json_response(
-            {"context": name, "processes": [a["pid"] for a in answers], "errors": errors},
+        return json_answer(
+            {"context": name, "processes": [a["pid"] for a in answers], "errors": _said(errors)},
             _status(errors),
         )
 
-    def status(self, environ: WSGIEnvironment) -> Response:
+    def status(self, request: ControlRequest) -> Answer:
+        """This process's state: core, data file, context, requests in flight, warnings."""
         session = self.session
-        return json_response(
+        return json_answer(
             {
                 "pid": os.getpid(),
                 "core": session.core,
@@ -131,23 +131,28 @@ class ControlRoutes:
             }
         )
 
-    def data(self, environ: WSGIEnvironment) -> Response:
+    def data(self, request: ControlRequest) -> Answer:
+        """Every process's data so far, combined, as a data file to download (nothing saved)."""
         with self.group.combined() as path, open(path, "rb") as file:
             body = file.read()
         name = f".coverage.{socket.gethostname().replace('.', '_')}.pid{os.getpid()}.collected"
-        response = Response(body, mimetype="application/vnd.sqlite3")
-        response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
-        return response
+        answer = Answer.of(body, "application/vnd.sqlite3")
+        answer.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+        return answer
 
 
-def _status(errors: list[str]) -> int:
+def _said(errors: list[Failure]) -> list[str]:
+    return [str(error) for error in errors]
+
+
+def _status(errors: list[Failure]) -> int:
     """507 Insufficient Storage when a process could not write its data, else 200."""
-    return 507 if any("could not save" in error for error in errors) else 200
+    return 507 if any(error.saving for error in errors) else 200
 
 
-def _context_name(request: Request) -> str | None:
+def _context_name(request: ControlRequest) -> str | None:
     """The context from a text/plain body or JSON ``{"context": ...}``; None if unusable."""
-    raw = request.get_data(cache=False)
+    raw = request.body(MAX_CONTEXT * 4)
     name: Any
     if request.mimetype == "application/json":
         try:

@@ -6,7 +6,7 @@ Read-only pages under the control prefix, for a person in a browser:
 - ``<prefix>/summary`` totals and per-file numbers of the data so far, as JSON;
 - ``<prefix>/html/`` coverage.py's own HTML report of the data so far, brought up
   to date in a private temporary folder (removed at exit) at each visit of its
-  index, served read-only by werkzeug's ``send_from_directory``;
+  index, served read-only (werkzeug's ``safe_join`` keeps requests inside it);
 - ``<prefix>/snapshots`` the labelled snapshots, ``<prefix>/snapshots/<name>``
   one of them as a data file, ``<prefix>/diff?from=A&to=B`` the lines gained and
   lost between two snapshots (``to`` defaults to now).
@@ -25,28 +25,25 @@ from __future__ import annotations
 import atexit
 import base64
 import hashlib
+import mimetypes
 import os
 import re
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import coverage
 from werkzeug.exceptions import NotFound
-from werkzeug.utils import send_from_directory
-from werkzeug.wrappers import Request, Response
+from werkzeug.security import safe_join
 
-from .control import json_response
+from .messages import Answer, ControlRequest, json_answer
 from .reporting import Reports
+from .routes import Route
 from .safefiles import create_private, is_regular_file, read_regular_file
 from .workers import ProcessGroup
-
-if TYPE_CHECKING:
-    from _typeshed.wsgi import WSGIEnvironment
 
 __all__ = ["Dashboard"]
 
@@ -66,30 +63,27 @@ class Dashboard:
         self._figures: tuple[list[Any] | None, dict[str, Any]] | None = None
         self._html_made_for: list[Any] | None = None
 
-    def read_only(self, prefix: str) -> dict[str, Callable[[WSGIEnvironment], Response]]:
-        """Exact ``PATH_INFO`` -> handler, for the pages a browser may read."""
-        return {
-            f"{prefix}/": self.page,
-            f"{prefix}/summary": self.summary,
-            f"{prefix}/snapshots": self.snapshots,
-            f"{prefix}/diff": self.diff,
-        }
+    def routes(self, prefix: str) -> list[Route]:
+        """The pages a browser may read (Basic authentication too), and the snapshot route."""
+        return [
+            Route(f"{prefix}/", "GET", self.page, read_only=True),
+            Route(f"{prefix}/summary", "GET", self.summary, read_only=True),
+            Route(f"{prefix}/html/<rest:rest>", "GET", self.html, read_only=True),
+            Route(f"{prefix}/snapshots", "GET", self.snapshots, read_only=True),
+            Route(f"{prefix}/snapshots/<rest:rest>", "GET", self.snapshot_file, read_only=True),
+            Route(f"{prefix}/diff", "GET", self.diff, read_only=True),
+            Route(f"{prefix}/snapshot", "POST", self.take_snapshot),
+        ]
 
-    def read_only_trees(self, prefix: str) -> dict[str, Callable[[WSGIEnvironment, str], Response]]:
-        """``PATH_INFO`` prefix -> handler of the rest of the path."""
-        return {f"{prefix}/html/": self.html, f"{prefix}/snapshots/": self.snapshot_file}
-
-    # -- the data ---------------------------------------------------------------------------
-
-    # -- the pages --------------------------------------------------------------------------
-
-    def page(self, environ: WSGIEnvironment) -> Response:
+    def page(self, request: ControlRequest) -> Answer:
+        """The dashboard: a static page that reads ``summary``, under its own policy."""
         page = resources.files("wsgi_covguard").joinpath("dashboard.html").read_text("utf-8")
-        response = Response(page, mimetype="text/html")
-        response.headers["Content-Security-Policy"] = _page_policy(page)
-        return response
+        answer = Answer.of(page.encode(), "text/html")
+        answer.headers["Content-Security-Policy"] = _page_policy(page)
+        return answer
 
-    def summary(self, environ: WSGIEnvironment) -> Response:
+    def summary(self, request: ControlRequest) -> Answer:
+        """coverage.py's totals and per-file figures of the data so far, as JSON."""
         fingerprint = self.group.fingerprint()
         figures = self._figures
         if figures is None or fingerprint is None or figures[0] != fingerprint:
@@ -106,9 +100,9 @@ class Dashboard:
             overlap_count=self.session.overlap_count,
             generated=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )
-        return json_response(numbers)
+        return json_answer(numbers)
 
-    def html(self, environ: WSGIEnvironment, rest: str) -> Response:
+    def html(self, request: ControlRequest, rest: str) -> Answer:
         """coverage.py's HTML report of the data so far, brought up to date at each visit of
         its index (coverage rewrites only the pages whose file changed)."""
         with self._html_lock:
@@ -123,9 +117,14 @@ class Dashboard:
                     self._reports.run(lambda: self._reports.html(self.group.parts(), folder))
                     self._html_made_for = fingerprint
             folder = self._html_dir
-        response = send_from_directory(folder, rest or "index.html", environ)
-        response.headers["Content-Security-Policy"] = REPORT_POLICY
-        return response
+        path = safe_join(folder, rest or "index.html")
+        if path is None or not os.path.isfile(path):
+            raise NotFound(f"no page {rest!r} in the report")
+        with open(path, "rb") as file:
+            body = file.read()
+        answer = Answer.of(body, mimetypes.guess_type(path)[0] or "application/octet-stream")
+        answer.headers["Content-Security-Policy"] = REPORT_POLICY
+        return answer
 
     # -- snapshots --------------------------------------------------------------------------
 
@@ -136,10 +135,10 @@ class Dashboard:
         # Not "<data file>.*": `coverage combine` would merge and delete snapshots.
         return os.path.basename(self.session.data_file) + "-snapshot-"
 
-    def take_snapshot(self, environ: WSGIEnvironment) -> Response:
-        request = Request(environ)
-        request.max_content_length = 1024
-        label = _LABEL.sub("-", request.get_data(as_text=True).strip())[:60].strip("-")
+    def take_snapshot(self, request: ControlRequest) -> Answer:
+        """Keep every process's data so far as a snapshot, labelled by the body."""
+        text = request.body(1024).decode("utf-8", "replace")
+        label = _LABEL.sub("-", text.strip())[:60].strip("-")
         now = time.time()
         stamp = (
             time.strftime("%Y%m%dT%H%M%S", time.localtime(now)) + f".{int(now * 1000) % 1000:03d}"
@@ -150,8 +149,8 @@ class Dashboard:
         try:
             create_private(os.path.join(self._snapshot_dir(), name), data)
         except FileExistsError:  # taken within the same millisecond, or planted
-            return json_response({"error": f"{name!r} exists already; try again"}, 409)
-        return json_response({"snapshot": name, "label": label})
+            return json_answer({"error": f"{name!r} exists already; try again"}, 409)
+        return json_answer({"snapshot": name, "label": label})
 
     def _names(self) -> list[str]:
         """The snapshots: regular files only, never a link someone planted."""
@@ -162,29 +161,32 @@ class Dashboard:
             if name.startswith(prefix) and is_regular_file(os.path.join(folder, name))
         )
 
-    def snapshots(self, environ: WSGIEnvironment) -> Response:
-        return json_response({"snapshots": self._names()})
+    def snapshots(self, request: ControlRequest) -> Answer:
+        """The snapshots' names, oldest first."""
+        return json_answer({"snapshots": self._names()})
 
-    def snapshot_file(self, environ: WSGIEnvironment, rest: str) -> Response:
+    def snapshot_file(self, request: ControlRequest, rest: str) -> Answer:
+        """One snapshot, as a data file to download."""
         if rest not in self._names():
             raise NotFound(f"no snapshot {rest!r}")
         try:
             body = read_regular_file(os.path.join(self._snapshot_dir(), rest))
         except FileNotFoundError:  # replaced since it was listed
             raise NotFound(f"no snapshot {rest!r}") from None
-        response = Response(body, mimetype="application/vnd.sqlite3")
-        response.headers["Content-Disposition"] = f'attachment; filename="{rest}"'
-        return response
+        answer = Answer.of(body, "application/vnd.sqlite3")
+        answer.headers["Content-Disposition"] = f'attachment; filename="{rest}"'
+        return answer
 
-    def diff(self, environ: WSGIEnvironment) -> Response:
-        args = Request(environ).args
+    def diff(self, request: ControlRequest) -> Answer:
+        """The lines gained and lost between snapshot ``from`` and ``to`` (or now)."""
+        args = request.args
         before, after = args.get("from", ""), args.get("to", "")
         names = self._names()
         for name in (before, after):
             if name and name not in names:
-                return json_response({"error": f"no snapshot {name!r}; see snapshots"}, 404)
+                return json_answer({"error": f"no snapshot {name!r}; see snapshots"}, 404)
         if not before:
-            return json_response({"error": "say from=<snapshot> (and to=<snapshot>, or now)"}, 400)
+            return json_answer({"error": "say from=<snapshot> (and to=<snapshot>, or now)"}, 400)
         old = _snapshot_lines(os.path.join(self._snapshot_dir(), before))
         if after:
             new = _snapshot_lines(os.path.join(self._snapshot_dir(), after))
@@ -197,7 +199,7 @@ class Dashboard:
             lost = sorted(old.get(name, set()) - new.get(name, set()))
             if gained or lost:
                 changes[name] = {"gained": gained, "lost": lost}
-        return json_response({"from": before, "to": after or "now", "files": changes})
+        return json_answer({"from": before, "to": after or "now", "files": changes})
 
 
 #: coverage.py's HTML report: its own files, and the one inline script it writes (the

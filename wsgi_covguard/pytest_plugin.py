@@ -17,15 +17,22 @@ fixture, which needs ``--covguard-app APP`` (or the ``covguard_app`` ini option)
   the context changes (a browser's late fetch, a thread the test did not wait for)
   has its later lines counted for the next context. The server notes each such
   request, and the terminal summary names them.
+- ``covguard_url`` (session scope): ``COVGUARD_URL`` when set (under ``covguard
+  run``), else ``covguard_server``'s URL. When a server is configured, pytest-playwright's
+  ``base_url`` is this one too, unless ``--base-url`` says otherwise.
+- ``covguard_chromium`` (ini, or ``$CHROMIUM``): pytest-playwright launches its
+  browser from this Chromium (a path or a name on ``PATH``: Debian's ``chromium``),
+  with the flags that keep it off the network; its own download is not needed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,9 +40,11 @@ from typing import Any
 import pytest
 
 from .client import ControlClient
-from .errors import CovGuardError
+from .errors import ConfigError, CovGuardError
+from .settings import CONTROL_PREFIX, SHUTDOWN_PATH, server_url
+from .spawn import serve_argv, spawn
 
-__all__ = ["LiveServer"]
+__all__ = ["LiveServer", "covguard_server", "covguard_url"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -49,6 +58,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("covguard_app", "module:attribute of the app to serve")
     parser.addini("covguard_server", "the server for covguard serve (default: waitress)")
+    parser.addini(
+        "covguard_chromium",
+        "launch pytest-playwright's browsers from this Chromium (a path, or a name on PATH;"
+        " $CHROMIUM wins), headless and off the network",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Serve ``base_url`` (and a Chromium) when a live server is configured.
+
+    Registered now, after every plugin loaded from its entry point: these fixtures
+    take the place of pytest-playwright's (and pytest-base-url's) of the same name,
+    while a ``conftest.py`` can still override them.
+    """
+    if _setting(config, "app") or server_url():
+        config.pluginmanager.register(_BaseUrl(), "covguard-base-url")
+    if config.getini("covguard_chromium") or os.environ.get(CHROMIUM_ENV):
+        config.pluginmanager.register(_Chromium(), "covguard-chromium")
 
 
 @dataclass
@@ -65,19 +92,23 @@ class LiveServer:
         method = "POST" if body is not None else "GET"
         answer = client.request(method, path, body, **{"Content-Type": "text/plain"})
         if answer.status >= 400:
-            raise CovGuardError(f"covguard: {method} {path} answered {answer.status}")
+            raise CovGuardError(f"{method} {path} answered {answer.status}")
         result: dict[str, object] = json.loads(answer.body)
         return result
 
     def set_context(self, name: str) -> None:
-        self.control("/__coverage__/context", name.encode())
+        """Record the server's lines from now on under the dynamic context ``name``."""
+        self.control(f"{CONTROL_PREFIX}/context", name.encode())
 
     def stop(self) -> int:
         """Stop through the route and wait: the data is saved when this returns."""
         if self.process.poll() is None:
-            ControlClient(self.url, self.token).post("/__shutdown__")
+            ControlClient(self.url, self.token).post(SHUTDOWN_PATH)
         return self.process.wait(timeout=60)
 
+
+#: Seconds the server may take to listen (importing a large app under coverage is slow).
+READY_TIMEOUT = 60.0
 
 _SERVER = pytest.StashKey[LiveServer]()
 #: The context of the phase running now (``<node id>|<phase>``), with --covguard-contexts.
@@ -102,28 +133,18 @@ def covguard_server(pytestconfig: pytest.Config) -> Iterator[LiveServer]:
             " or set covguard_app in the pytest configuration"
         )
     token = secrets.token_urlsafe(24)
-    argv = [sys.executable, "-m", "wsgi_covguard", "serve", app, "--port", "0"]
-    # Importable from the project's root as well as from the current folder.
-    argv += ["--app-dir", str(pytestconfig.rootpath)]
-    argv += ["--server", _setting(pytestconfig, "server") or "waitress"]
-    if pytestconfig.getoption("--covguard-contexts"):
-        argv.append("--contexts")
-    process = subprocess.Popen(
-        argv,
-        env={**os.environ, "COVGUARD_TOKEN": token},
-        stdout=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
+    argv = serve_argv(
+        app,
+        server=_setting(pytestconfig, "server") or "waitress",
+        # Importable from the project's root as well as from the current folder.
+        app_dir=str(pytestconfig.rootpath),
+        contexts=pytestconfig.getoption("--covguard-contexts"),
     )
-    assert process.stdout is not None
-    ready = process.stdout.readline()  # the ready line, or "" if it died first
-    if " on http" not in ready:
-        process.wait(timeout=30)
-        raise pytest.UsageError(
-            f"covguard serve {app} exited with status {process.returncode} before listening;"
-            " see its output above"
-        )
-    server = LiveServer(url=ready.split(" on ")[1].split()[0], token=token, process=process)
+    try:
+        spawned = spawn(argv, token=token, timeout=READY_TIMEOUT)
+    except ConfigError as exc:
+        raise pytest.UsageError(f"covguard serve {app}: {exc}") from None
+    server = LiveServer(url=spawned.url, token=token, process=spawned.process)
     pytestconfig.stash[_SERVER] = server
     phase = pytestconfig.stash.get(_PHASE, None)
     if phase is not None:  # started by a fixture of this phase: its lines count for it
@@ -135,11 +156,56 @@ def covguard_server(pytestconfig: pytest.Config) -> Iterator[LiveServer]:
         if pytestconfig.getoption("--covguard-contexts"):
             _keep_overlaps(pytestconfig, server)
         server.stop()
-        process.stdout.close()
+
+
+@pytest.fixture(scope="session")
+def covguard_url(request: pytest.FixtureRequest) -> str:
+    """The live server's URL: ``COVGUARD_URL`` (under ``covguard run``), else the one
+    :func:`covguard_server` starts."""
+    url = server_url()
+    if url:
+        return url.rstrip("/")
+    server: LiveServer = request.getfixturevalue("covguard_server")
+    return server.url
+
+
+class _BaseUrl:
+    @pytest.fixture(scope="session")
+    def base_url(self, request: pytest.FixtureRequest) -> str:
+        """``--base-url`` or the ``base_url`` ini value if given, else :func:`covguard_url`."""
+        config = request.config
+        given = config.getoption("base_url", None)
+        with contextlib.suppress(ValueError):  # no plugin registered the ini value
+            given = given or config.getini("base_url")
+        return str(given) if given else str(request.getfixturevalue("covguard_url"))
+
+
+#: Where Chromium is, when not on the ``covguard_chromium`` ini value.
+CHROMIUM_ENV = "CHROMIUM"
+#: Chromium off the network: no updates, sync or first-run checks. ``--no-sandbox``: CI
+#: often runs as root, where Chromium's sandbox cannot start.
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+
+
+class _Chromium:
+    @pytest.fixture(scope="session")
+    def browser_type_launch_args(
+        self, browser_type_launch_args: dict[str, Any], pytestconfig: pytest.Config
+    ) -> dict[str, Any]:
+        """pytest-playwright's launch arguments, with the Chromium configured."""
+        name = os.environ.get(CHROMIUM_ENV) or str(pytestconfig.getini("covguard_chromium"))
+        chromium = shutil.which(name) or name
+        if not os.path.isfile(chromium):
+            pytest.fail(
+                f"no Chromium at {chromium}: apt-get install chromium, or set {CHROMIUM_ENV}=/path"
+            )
+        flags = [*browser_type_launch_args.get("args", []), *CHROMIUM_FLAGS]
+        return {**browser_type_launch_args, "executable_path": chromium, "args": flags}
 
 
 def _keep_overlaps(config: pytest.Config, server: LiveServer) -> None:
-    status = server.control("/__coverage__/status")
+    status = server.control(f"{CONTROL_PREFIX}/status")
     _add_overlaps(config, {"count": status["overlap_count"], "shown": status["overlaps"]})
     workeroutput = getattr(config, "workeroutput", None)
     if workeroutput is not None:  # an xdist worker: the controller prints the summary

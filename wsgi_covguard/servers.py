@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
+from .prefork import PREFORK
 from .stopping import CallStop, EndServeLoop, InterruptMain, Stopper, TerminateMaster
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
-__all__ = ["LOADS_IN_WORKERS", "SERVERS", "Options", "Server", "check_available", "create_server"]
+__all__ = ["SERVERS", "Options", "Server", "check_available", "create_server"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Server:
 
     @property
     def url(self) -> str:
+        """Where it listens (IPv6 hosts in brackets), with the port it really got."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
@@ -161,12 +163,6 @@ SERVERS: dict[str, tuple[_Launcher, str, str | None]] = {
     "granian": (_granian, "granian", "granian"),
 }
 
-#: Servers with several processes (--workers).
-PREFORK = {"gunicorn", "granian"}
-#: Servers whose workers import the application themselves: their launcher takes a
-#: function that returns it, called in each worker.
-LOADS_IN_WORKERS = {"granian"}
-
 
 def check_available(name: str, options: Options = Options()) -> None:
     """Fail now, in one line, for an unknown server, one not installed, or a bad option."""
@@ -192,7 +188,7 @@ def create_server(
 ) -> Server:
     """Bind ``name`` on ``host:port`` serving ``app``; a busy port is a ConfigError.
 
-    ``app`` is the WSGI application, or for :data:`LOADS_IN_WORKERS` servers a
+    ``app`` is the WSGI application, or for :data:`~.prefork.LOADS_IN_WORKERS` servers a
     picklable function that returns it, called in each worker process.
     """
     check_available(name, options)

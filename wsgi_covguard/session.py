@@ -25,6 +25,7 @@ import atexit
 import functools
 import gc
 import glob
+import logging
 import os
 import shutil
 import signal
@@ -37,8 +38,10 @@ from typing import Any
 
 import coverage
 
-from .auth import Token, resolve_token
-from .errors import ConfigError
+from .auth import Token
+from .errors import ConfigError, SaveError
+from .log import say
+from .settings import Settings
 
 __all__ = ["CoverageSession", "get_session", "start"]
 
@@ -54,7 +57,6 @@ _REPORT_RUN_OPTIONS = ("run:source", "run:source_pkgs", "run:source_dirs", "run:
 #: Our own files are never part of the user's report.
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
 
-AUTOSAVE_ENV = "COVGUARD_AUTOSAVE"
 #: How many requests that overlapped a context switch are named in full.
 MAX_OVERLAPS_SHOWN = 20
 #: The least free space a save needs (see CoverageSession._short_of_room).
@@ -127,7 +129,7 @@ class CoverageSession:
                 " core does not measure them: start coverage first (the top of the entry"
                 " point), or use Python 3.12+ for the sysmon core"
             )
-            print(f"covguard: {self.warnings[-1]}", file=sys.stderr, flush=True)
+            say(self.warnings[-1], logging.WARNING)
 
     def trace_this_thread(self) -> None:
         """Measure the calling thread from its next call on, if the tracer has not reached it.
@@ -161,7 +163,7 @@ class CoverageSession:
                 " Python 3.12+ for the sysmon core, or a server that runs the app on"
                 " threads started by `threading`"
             )
-        print(f"covguard: {self.warnings[-1]}", file=sys.stderr, flush=True)
+        say(self.warnings[-1], logging.WARNING)
 
     @functools.cached_property
     def core(self) -> str:
@@ -304,7 +306,7 @@ class CoverageSession:
         with self._lock:
             short = self._short_of_room()
             if short is not None:
-                raise OSError(short)
+                raise SaveError(short)
             self.coverage.switch_context(context)
             self.context = context
             self.contexts.append(context)
@@ -340,7 +342,7 @@ class CoverageSession:
                 error = f"could not save coverage data beside {self.data_file!r}: {exc}"
         if error is not None:
             # At exit nobody can act on a traceback; one clear line it is.
-            print(f"covguard: {error}", file=sys.stderr, flush=True)
+            say(error, logging.ERROR)
         return error
 
     def _short_of_room(self) -> str | None:
@@ -480,11 +482,12 @@ def start(
     with _lock:
         if _session is not None:
             return _session
-        checked = resolve_token(token)
+        settings = Settings.read(token=token, autosave=autosave)
+        checked = settings.token
         if checked is None:
             return None
         _refuse_unsupported_servers()
-        every = _autosave_seconds(autosave)
+        every = settings.autosave
         cov = coverage.Coverage.current()
         if cov is not None:
             _session = CoverageSession(cov, owned=False, token=checked)
@@ -492,27 +495,11 @@ def start(
             cov = _new_coverage(core=core, contexts=contexts, options=coverage_options)
             cov.start()
             _session = CoverageSession(cov, owned=True, token=checked)
-        _install_nets(_session)
+        _save_on_every_way_out(_session)
         _session.warn_untraced_threads()
         if every is not None:
             _session.autosave(every)
         return _session
-
-
-def _autosave_seconds(autosave: float | None) -> float | None:
-    if autosave is None:
-        setting = os.environ.get(AUTOSAVE_ENV)
-        if not setting:
-            return None
-        try:
-            autosave = float(setting)
-        except ValueError:
-            raise ConfigError(
-                f"{AUTOSAVE_ENV}={setting!r} is not a number of seconds; set e.g. {AUTOSAVE_ENV}=5"
-            ) from None
-    if not autosave > 0:
-        raise ConfigError(f"autosave={autosave!r} must be a number of seconds above 0, e.g. 5")
-    return autosave
 
 
 def _refuse_unsupported_servers() -> None:
@@ -606,7 +593,7 @@ def _finish_at_exit(session: CoverageSession) -> None:
     gc.freeze()
 
 
-def _install_nets(session: CoverageSession) -> None:
+def _save_on_every_way_out(session: CoverageSession) -> None:
     """Save on every way out: normal exit, SIGTERM, and SIGINT even if ignored."""
     atexit.register(_finish_at_exit, session)
     # A multiprocessing child (granian's and uvicorn's workers) leaves through

@@ -44,6 +44,8 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .prefork import serves_prefork
+
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
@@ -144,7 +146,7 @@ def find_stopper(environ: WSGIEnvironment) -> Stopper:
     Call it from the request's thread: socketserver and cheroot servers are
     found on that thread's call stack.
     """
-    if "gunicorn.socket" in environ or environ.get("SERVER_SOFTWARE") == "Granian":
+    if serves_prefork(environ):
         return TerminateMaster()
     server = _server_on_stack()
     if isinstance(server, socketserver.BaseServer):

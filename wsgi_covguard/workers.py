@@ -29,15 +29,18 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import coverage
 
+from .errors import SaveError
+from .prefork import children, in_prefork_process
 from .safefiles import private_folder
 from .session import CoverageSession
 
-__all__ = ["ProcessGroup", "is_prefork"]
+__all__ = ["Failure", "ProcessGroup"]
 
 _TIMEOUT = 10.0
 #: How long a sibling that is still booting may take to start listening.
@@ -49,21 +52,17 @@ def _run_dir() -> Path:
     return private_folder(Path(base) / f"covguard-{os.getuid()}")
 
 
-def is_prefork() -> bool:
-    """True in a process of a pre-fork server: gunicorn's master or workers (``--preload``
-    imports the app in the master), or a granian worker (a multiprocessing child)."""
-    if "gunicorn" in sys.modules:
-        return True
-    mp = sys.modules.get("multiprocessing")
-    return "granian" in sys.modules and mp is not None and mp.parent_process() is not None
+@dataclass(frozen=True)
+class Failure:
+    """A process that did not carry a command out: its pid, why, and whether it could
+    not write its data (answered 507)."""
 
+    pid: int
+    message: str
+    saving: bool = False
 
-def _children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(child) for child in text.split()]
+    def __str__(self) -> str:
+        return f"process {self.pid}: {self.message}"
 
 
 class ProcessGroup:
@@ -79,9 +78,9 @@ class ProcessGroup:
     def apply(self, command: dict[str, Any]) -> dict[str, Any]:
         """Run one command in this process; the answer names the pid (and, for save, the file).
 
-        A data file that cannot be written (a full disk) raises ``OSError`` with
-        one line saying so; SQLite rolls the failed write back, so what was saved
-        before stays.
+        A data file that cannot be written (a full disk) raises :class:`SaveError`
+        with one line saying so; SQLite rolls the failed write back, so what was
+        saved before stays.
         """
         operation = command.get("op")
         answer: dict[str, Any] = {"pid": os.getpid()}
@@ -89,7 +88,7 @@ class ProcessGroup:
             if operation == "save":
                 error = self.session.save()
                 if error is not None:
-                    raise OSError(error)
+                    raise SaveError(error)
                 answer["data_file"] = self.session.current_file
             elif operation == "fingerprint":
                 answer["fingerprint"] = self.session.fingerprint()
@@ -102,29 +101,32 @@ class ProcessGroup:
             else:
                 raise ValueError(f"unknown command {operation!r}")
         except coverage.CoverageException as exc:
-            raise OSError(f"could not save coverage data: {exc}") from None
+            raise SaveError(f"could not save coverage data: {exc}") from None
         return answer
 
-    def broadcast(self, command: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
-        """Apply ``command`` here and in every sibling, all at once; (answers, errors).
+    def broadcast(self, command: dict[str, Any]) -> tuple[list[dict[str, Any]], list[Failure]]:
+        """Apply ``command`` here and in every sibling, all at once; (answers, failures).
 
         The siblings work in parallel (16 workers saving one after the other would take
         16 times as long as one); this process does its own part meanwhile.
         """
-        answers, errors = [], []
+        answers: list[dict[str, Any]] = []
+        failures: list[Failure] = []
         siblings = self.siblings()
         with ThreadPoolExecutor(max_workers=max(1, len(siblings))) as pool:
             sent = {pid: pool.submit(self._send, pid, command) for pid in siblings}
             try:
                 answers.append(self.apply(command))
             except OSError as exc:
-                errors.append(f"process {os.getpid()}: {exc}")
+                failures.append(Failure(os.getpid(), str(exc), isinstance(exc, SaveError)))
             for pid, answer in sent.items():
                 try:
                     answers.append(answer.result())
+                except SaveError as exc:
+                    failures.append(Failure(pid, str(exc), saving=True))
                 except (OSError, ValueError) as exc:
-                    errors.append(f"process {pid}: {exc}")
-        return answers, errors
+                    failures.append(Failure(pid, str(exc)))
+        return answers, failures
 
     @contextlib.contextmanager
     def combined(self) -> Iterator[str]:
@@ -148,9 +150,9 @@ class ProcessGroup:
 
         Raises ``OSError`` (answered 507) when a process does not answer.
         """
-        answers, errors = self.broadcast({"op": "dump"})
-        if errors:
-            raise OSError("; ".join(errors))
+        answers, failures = self.broadcast({"op": "dump"})
+        if failures:
+            raise OSError("; ".join(map(str, failures)))
         parts = []
         for answer in answers:
             part = coverage.CoverageData(no_disk=True)
@@ -160,8 +162,8 @@ class ProcessGroup:
 
     def fingerprint(self) -> list[Any] | None:
         """Every process's :meth:`CoverageSession.fingerprint`; None if one did not answer."""
-        answers, errors = self.broadcast({"op": "fingerprint"})
-        if errors:
+        answers, failures = self.broadcast({"op": "fingerprint"})
+        if failures:
             return None
         return sorted(answer["fingerprint"] for answer in answers)
 
@@ -175,7 +177,7 @@ class ProcessGroup:
         me, master = os.getpid(), os.getppid()
         found = [master] if (folder / f"{master}.sock").exists() else []
         deadline = time.monotonic() + _BOOT_TIMEOUT
-        for pid in _children(master):
+        for pid in children(master):
             if pid == me:
                 continue
             # Workers are alike: this one measures, so a booting sibling soon listens.
@@ -186,13 +188,13 @@ class ProcessGroup:
 
     def worker_count(self) -> int:
         """Worker processes serving: the master's children under a pre-fork server, else 1."""
-        return len(_children(os.getppid())) if self._server is not None else 1
+        return len(children(os.getppid())) if self._server is not None else 1
 
     # -- the listener ------------------------------------------------------------------
 
     def listen_if_prefork(self) -> None:
         """Listen for siblings' commands under a pre-fork server, here and in forked children."""
-        if not is_prefork():
+        if not in_prefork_process():
             return
         self._listen()
         if not self._forked_hook:
@@ -220,6 +222,7 @@ class ProcessGroup:
                     answer = group.apply(json.loads(self.rfile.readline()))
                 except Exception as exc:  # answered, not raised: the caller reports it
                     answer = {"pid": os.getpid(), "error": str(exc)}
+                    answer["saving"] = isinstance(exc, SaveError)
                 self.wfile.write(json.dumps(answer).encode() + b"\n")
 
         server = socketserver.ThreadingUnixStreamServer(str(path), Handler)
@@ -245,5 +248,5 @@ class ProcessGroup:
             with sock.makefile("rb") as answers:
                 answer: dict[str, Any] = json.loads(answers.readline())
         if "error" in answer:
-            raise ValueError(answer["error"])
+            raise (SaveError if answer.get("saving") else ValueError)(answer["error"])
         return answer

@@ -1,0 +1,455 @@
+"""In-process tests of the pure logic: the token, the loopback rule, the settings' order,
+the control routes' rules, the choice of a stopper and of a core, app loading.
+
+The end-to-end tests prove the whole against real servers; these pin each rule on its
+own, in milliseconds (werkzeug's ``EnvironBuilder`` makes the requests, as werkzeug
+tests its own middleware).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import coverage
+import pytest
+from werkzeug.exceptions import NotFound
+from werkzeug.test import EnvironBuilder
+
+from wsgi_covguard.auth import Token, is_loopback
+from wsgi_covguard.cli import load_app
+from wsgi_covguard.errors import ConfigError, ExitCode, SaveError
+from wsgi_covguard.messages import Answer, ControlRequest, json_answer
+from wsgi_covguard.middleware import _control_request
+from wsgi_covguard.routes import NOTHING_ALLOWED, Route, Routes
+from wsgi_covguard.session import _choose_core
+from wsgi_covguard.settings import Settings, server_url
+from wsgi_covguard.spawn import READY_LINE, serve_argv
+from wsgi_covguard.stopping import InterruptMain, TerminateMaster, find_stopper
+
+SECRET = "unit-token-0123456789"
+BEARER = {"Authorization": f"Bearer {SECRET}"}
+
+
+def basic(password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"me:{password}".encode()).decode()}
+
+
+# -- the token ---------------------------------------------------------------------------
+
+
+def test_a_short_token_is_refused_with_the_fix() -> None:
+    with pytest.raises(ConfigError, match="5 characters long; use at least 16"):
+        Token("short")
+
+
+def test_the_token_never_shows_in_its_repr() -> None:
+    assert SECRET not in repr(Token(SECRET))
+    assert SECRET not in repr(Settings.read(token=SECRET, environ={}))
+
+
+@pytest.mark.parametrize(
+    ("header", "matches"),
+    [
+        (f"Bearer {SECRET}", True),
+        (f"bearer {SECRET}", True),
+        (f"Bearer   {SECRET}", True),  # RFC 7235: several spaces
+        (f"Bearer {SECRET}x", False),
+        (f"Basic {SECRET}", False),
+        ("Bearer é", False),
+        ("", False),
+    ],
+)
+def test_bearer(header: str, matches: bool) -> None:
+    assert Token(SECRET).matches_bearer(header) is matches
+
+
+def test_basic_checks_the_password_only() -> None:
+    from werkzeug.datastructures import Authorization
+
+    token = Token(SECRET)
+    assert token.matches_basic(Authorization.from_header(basic(SECRET)["Authorization"]))
+    assert not token.matches_basic(Authorization.from_header(basic("wrong")["Authorization"]))
+    assert not token.matches_basic(Authorization.from_header(f"Bearer {SECRET}"))
+    assert not token.matches_basic(None)
+
+
+@pytest.mark.parametrize(
+    ("address", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.9.9.9", True),
+        ("::1", True),
+        ("::ffff:127.0.0.1", True),
+        ("10.0.0.1", False),
+        ("::ffff:10.0.0.1", False),
+        ("fe80::1%eth0", False),
+        ("", False),
+        (None, False),
+        ("localhost", False),
+    ],
+)
+def test_loopback(address: str | None, loopback: bool) -> None:
+    assert is_loopback(address) is loopback
+
+
+# -- settings ------------------------------------------------------------------------------
+
+
+def test_arguments_win_over_the_environment_which_wins_over_defaults() -> None:
+    env = {
+        "COVGUARD_TOKEN": "from-the-environment-1",
+        "COVGUARD_ALLOW_REMOTE": "1",
+        "COVGUARD_AUTOSAVE": "7",
+        "COVGUARD_URL": "http://127.0.0.1:1",
+    }
+    settings = Settings.read(environ=env)
+    assert settings.token is not None
+    assert settings.token.reveal() == "from-the-environment-1"
+    assert (settings.allow_remote, settings.autosave, settings.url) == (
+        True,
+        7.0,
+        env["COVGUARD_URL"],
+    )
+    given = Settings.read(token=SECRET, allow_remote=False, autosave=2, url="http://x", environ=env)
+    assert given.token is not None
+    assert given.token.reveal() == SECRET
+    assert (given.allow_remote, given.autosave, given.url) == (False, 2, "http://x")
+    defaults = Settings.read(token=SECRET, environ={})
+    assert (defaults.allow_remote, defaults.autosave, defaults.url) == (False, None, None)
+
+
+def test_without_a_token_nothing_else_is_read() -> None:
+    inert = Settings.read(environ={"COVGUARD_ALLOW_REMOTE": "yes", "COVGUARD_AUTOSAVE": "x"})
+    assert inert.token is None
+    assert not inert.allow_remote
+    assert inert.autosave is None
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"COVGUARD_ALLOW_REMOTE": "yes"}, "COVGUARD_ALLOW_REMOTE='yes' is neither 1 nor 0"),
+        ({"COVGUARD_AUTOSAVE": "soon"}, "COVGUARD_AUTOSAVE='soon' is not a number of seconds"),
+        ({"COVGUARD_AUTOSAVE": "0"}, "autosave=0.0 must be a number of seconds above 0"),
+        ({"COVGUARD_TOKEN": "short"}, "5 characters long"),
+    ],
+)
+def test_a_bad_setting_is_named_with_its_fix(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        Settings.read(environ={"COVGUARD_TOKEN": SECRET, **env})
+
+
+def test_a_good_token_argument_does_not_read_a_bad_variable() -> None:
+    settings = Settings.read(token=SECRET, environ={"COVGUARD_TOKEN": "short"})
+    assert settings.token is not None
+
+
+def test_the_server_url_is_the_argument_then_the_variable() -> None:
+    assert server_url("http://a", {"COVGUARD_URL": "http://b"}) == "http://a"
+    assert server_url(None, {"COVGUARD_URL": "http://b"}) == "http://b"
+    assert server_url(None, {}) is None
+
+
+# -- the control routes --------------------------------------------------------------------
+
+
+def echo(request: ControlRequest, rest: str = "") -> Answer:
+    return json_answer({"method": request.method, "rest": rest, "to": request.args.get("to")})
+
+
+def failing(error: BaseException) -> Any:
+    def handler(request: ControlRequest) -> Answer:
+        raise error
+
+    return handler
+
+
+ROUTES = Routes(
+    [
+        Route("/__shutdown__", "POST", echo),
+        Route("/__coverage__/save", "POST", echo),
+        Route("/__coverage__/status", "GET", echo),
+        Route("/__coverage__/", "GET", echo, read_only=True),
+        Route("/__coverage__/html/<rest:rest>", "GET", echo, read_only=True),
+        Route("/__coverage__/gone", "GET", failing(NotFound("no such page")), read_only=True),
+        Route("/__coverage__/full", "GET", failing(SaveError("could not save: disk full"))),
+        Route("/__coverage__/io", "GET", failing(OSError("read-only file system"))),
+        Route("/__coverage__/early", "GET", failing(coverage.CoverageException("No data"))),
+    ],
+    token=Token(SECRET),
+    allow_remote=False,
+)
+
+
+def ask(
+    path: str,
+    method: str = "GET",
+    *,
+    raw: str | None = None,
+    remote: str = "127.0.0.1",
+    **headers: str,
+) -> Answer | None:
+    environ = EnvironBuilder(path=path, method=method, headers=headers).get_environ()
+    environ["REMOTE_ADDR"] = remote
+    if raw is not None:
+        environ["RAW_URI"] = raw
+    return ROUTES.answer(_control_request(environ))
+
+
+def test_an_authenticated_request_reaches_its_handler_with_the_query() -> None:
+    answer = ask("/__coverage__/status?to=start", **BEARER)
+    assert answer is not None
+    assert answer.status == 200
+    assert json.loads(answer.body) == {"method": "GET", "rest": "", "to": "start"}
+
+
+def test_every_answer_is_locked_to_its_origin() -> None:
+    for answer in (ask("/__coverage__/status", **BEARER), ask("/__coverage__/save")):
+        assert answer is not None
+        assert answer.headers["Content-Security-Policy"] == NOTHING_ALLOWED
+        assert answer.headers["X-Frame-Options"] == "DENY"
+        assert answer.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "post", "PUT"])
+def test_a_wrong_method_is_405_with_allow_before_anything_else(method: str) -> None:
+    answer = ask("/__shutdown__", method, remote="10.0.0.1")
+    assert answer is not None
+    assert answer.status == 405
+    assert answer.headers["Allow"] == "POST"
+
+
+def test_a_remote_client_is_refused_even_with_the_token() -> None:
+    answer = ask("/__coverage__/status", remote="10.0.0.1", **BEARER)
+    assert answer is not None
+    assert answer.status == 403
+    assert b"COVGUARD_ALLOW_REMOTE=1" in answer.body
+
+
+def test_pages_ask_a_browser_for_the_token_and_take_basic() -> None:
+    asked = ask("/__coverage__/")
+    assert asked is not None
+    assert asked.status == 401
+    assert asked.headers["WWW-Authenticate"].startswith("Basic ")
+    answered = ask("/__coverage__/", **basic(SECRET))
+    assert answered is not None
+    assert answered.status == 200
+
+
+def test_routes_that_change_state_take_the_bearer_token_only() -> None:
+    for headers in ({}, basic(SECRET), {"Authorization": "Bearer wrong-token-0123456789"}):
+        answer = ask("/__coverage__/save", "POST", **headers)
+        assert answer is not None
+        assert answer.status == 403
+        assert SECRET.encode() not in answer.body
+
+
+def test_a_tree_route_takes_the_rest_of_the_path() -> None:
+    for path, rest in (
+        ("/__coverage__/html/", ""),
+        ("/__coverage__/html/d/x.js", "d/x.js"),
+        ("/__coverage__/html//etc/passwd", "/etc/passwd"),
+    ):
+        answer = ask(path, **BEARER)
+        assert answer is not None
+        assert json.loads(answer.body)["rest"] == rest
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/",
+        "/__coverage__",
+        "/__coverage__/html",
+        "/__coverage__/nothing",
+        "/__coverage__/save/",
+        "/__shutdownx",
+        "/app/__shutdown__",
+    ],
+)
+def test_other_paths_are_the_apps(path: str) -> None:
+    assert ask(path, "POST", **BEARER) is None
+
+
+def test_a_path_spelled_another_way_is_the_apps() -> None:
+    assert ask("/__shutdown__", "POST", raw="/%5F%5Fshutdown%5F%5F", **BEARER) is None
+    assert ask("/__shutdown__", "POST", raw="/__shutdown__?x=1", **BEARER) is not None
+    assert ask("/__shutdown__", "POST", raw="http://h/__shutdown__", **BEARER) is not None
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/__coverage__/gone", 404),
+        ("/__coverage__/full", 507),
+        ("/__coverage__/io", 507),
+        ("/__coverage__/early", 409),
+    ],
+)
+def test_handler_errors_are_one_line_json_answers(path: str, status: int) -> None:
+    answer = ask(path, **BEARER)
+    assert answer is not None
+    assert answer.status == status
+    assert answer.body.count(b"\n") == 1
+    assert json.loads(answer.body)["error"]
+
+
+# -- stopping, cores, apps, the command ----------------------------------------------------
+
+
+def test_a_prefork_request_stops_the_master() -> None:
+    assert isinstance(find_stopper({"gunicorn.socket": object()}), TerminateMaster)
+    assert isinstance(find_stopper({"SERVER_SOFTWARE": "Granian"}), TerminateMaster)
+
+
+def test_with_no_server_on_the_stack_the_main_thread_is_interrupted() -> None:
+    assert isinstance(find_stopper({}), InterruptMain)
+
+
+def test_the_core_follows_what_the_configuration_needs() -> None:
+    def chosen(contexts: bool = False, **run: Any) -> object:
+        cov = coverage.Coverage(data_file=None, config_file=False)
+        for name, value in run.items():
+            cov.set_option(f"run:{name}", value)
+        _choose_core(cov, contexts=contexts)
+        return cov.get_option("run:core")
+
+    assert chosen(contexts=True) == "ctrace"
+    assert chosen(core="pytrace") == "pytrace"
+    assert chosen() == ("sysmon" if sys.version_info >= (3, 12) else None)
+    assert chosen(branch=True) == ("sysmon" if sys.version_info >= (3, 14) else None)
+    with pytest.raises(ConfigError, match="cannot record dynamic contexts"):
+        chosen(contexts=True, core="sysmon")
+
+
+@pytest.fixture
+def apps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "unit_apps.py").write_text(
+        textwrap.dedent("""\
+        def app(environ, start_response):
+            return []
+        def factory():
+            return app
+        def takes_nothing():
+            pass
+        number = 3
+        """)
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
+@pytest.mark.usefixtures("apps")
+def test_load_app_takes_an_attribute_or_a_factory() -> None:
+    assert load_app("unit_apps:app") is load_app("unit_apps") is load_app("unit_apps:factory()")
+
+
+@pytest.mark.usefixtures("apps")
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (":app", "is not of the form"),
+        ("no_such_module_here:app", "no such module"),
+        ("unit_apps:missing", "has no attribute 'missing'"),
+        ("unit_apps:number", "not a WSGI"),
+        ("unit_apps:factory", "did you mean unit_apps:factory()?"),
+        ("unit_apps:takes_nothing()", "not a WSGI"),
+    ],
+)
+def test_load_app_says_what_is_wrong(spec: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_app(spec)
+
+
+def test_the_serve_command_line_and_its_ready_line() -> None:
+    argv = serve_argv("wsgi:app", workers=4, contexts=True)
+    assert argv[1:] == [
+        "-m",
+        "wsgi_covguard",
+        "serve",
+        "wsgi:app",
+        "--server",
+        "waitress",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--app-dir",
+        ".",
+        "--workers",
+        "4",
+        "--contexts",
+    ]
+    ready = READY_LINE.match("covguard: serving wsgi:app on http://127.0.0.1:5 (waitress, ...)")
+    assert ready is not None
+    assert ready["url"] == "http://127.0.0.1:5"
+
+
+def test_exit_codes_and_the_prefix_of_errors() -> None:
+    assert (ExitCode.OK, ExitCode.FAIL, ExitCode.ERROR, ExitCode.INTERRUPTED) == (0, 1, 2, 130)
+    error = ConfigError("the port 1 is taken")
+    assert str(error) == "the port 1 is taken"
+    assert error.code == "covguard: the port 1 is taken"
+
+
+def test_messages_go_through_the_covguard_logger(caplog: pytest.LogCaptureFixture) -> None:
+    from wsgi_covguard.log import say
+
+    with caplog.at_level(logging.INFO, logger="covguard"):
+        say("one line", logging.WARNING)
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
+        ("covguard", logging.WARNING, "one line")
+    ]
+
+
+def test_every_public_name_says_what_it_is_for() -> None:
+    import importlib
+    import inspect
+    import pkgutil
+
+    import wsgi_covguard
+
+    missing = []
+    for found in pkgutil.iter_modules(wsgi_covguard.__path__):
+        if found.name == "__main__":
+            continue
+        module = importlib.import_module(f"wsgi_covguard.{found.name}")
+        if not module.__doc__:
+            missing.append(found.name)
+        for name in getattr(module, "__all__", []):
+            obj = getattr(module, name)
+            if (inspect.isclass(obj) or inspect.isfunction(obj)) and obj.__doc__ is None:
+                missing.append(f"{found.name}.{name}")
+            for attribute, value in vars(obj).items() if inspect.isclass(obj) else ():
+                function = value.fget if isinstance(value, property) else value
+                public = not attribute.startswith("_") and inspect.isfunction(function)
+                if public and not function.__doc__:
+                    missing.append(f"{found.name}.{name}.{attribute}")
+    assert missing == []
+
+
+def test_the_stop_names_the_requests_it_cuts_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from wsgi_covguard.guard import Guard
+    from wsgi_covguard.session import CoverageSession
+
+    cov = coverage.Coverage(data_file=str(tmp_path / ".coverage"))
+    session = CoverageSession(cov, owned=True, token=None)
+    guard = Guard(session, drain_timeout=0, name_of=lambda request: str(request["name"]))
+    slow = {"name": "GET /slow"}
+    began = guard.enter(slow)
+    assert guard.in_flight() == 1
+    with caplog.at_level(logging.INFO, logger="covguard"):
+        guard.drain()
+        guard.drain(at_exit=True)
+    assert [r.getMessage() for r in caplog.records] == [
+        "1 request(s) still in flight after drain_timeout=0s; stopping anyway, cutting GET /slow"
+    ]
+    guard.leave(slow, began)
+    assert guard.in_flight() == 0

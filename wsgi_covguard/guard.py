@@ -1,0 +1,204 @@
+"""What every door shares while measuring: its routes, the requests in flight, the stop.
+
+A door (the WSGI middleware; the ASGI one next) opens its :class:`Guard` with the
+same options (:meth:`Guard.open`: nothing at all without a token), hands it the
+requests that may be control requests (:attr:`Guard.routes`), and tells it when
+each of the app's requests begins and ends, in its protocol's terms; the guard
+knows no protocol. The shutdown route's answer, once on the wire, begins the stop: drain the
+requests in flight (one ``drain_timeout`` in all, however many waits), save, then
+the server's own stopper (:mod:`.stopping`); at exit, requests that came late are
+waited for too, and the ones cut are named, once.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .control import LiveControls
+from .dashboard import Dashboard
+from .errors import ConfigError
+from .log import say
+from .messages import Answer, ControlRequest
+from .routes import Route, Routes
+from .session import CoverageSession, get_session, start
+from .settings import Settings
+from .stopping import Stopper, handler_threads
+from .workers import ProcessGroup
+
+__all__ = ["Guard"]
+
+
+class Guard:
+    """The requests in flight of one measuring process, and its shutdown.
+
+    :param session: the measuring session.
+    :param drain_timeout: seconds the whole stop may wait for requests in flight.
+    :param name_of: how the door names a request it registered (``"GET /path"``).
+    """
+
+    def __init__(
+        self, session: CoverageSession, *, drain_timeout: float, name_of: Callable[[Any], str]
+    ) -> None:
+        self.session = session
+        self.drain_timeout = drain_timeout
+        self._name_of = name_of
+        self._lock = threading.Lock()
+        # The requests passed to the app and not finished: id(request) -> request.
+        self._running: dict[int, Any] = {}
+        # When the stop must be over, once a shutdown began: one drain_timeout in all.
+        self._deadline: float | None = None
+        self._named_cut: set[int] = set()  # requests said to be cut (named once)
+        self._stopping = False
+        #: The control routes (:meth:`open` makes them).
+        self.routes: Routes
+        # Requests that arrived after the drain and before the server stopped:
+        # let them finish before the process ends (werkzeug's threads are daemons).
+        atexit.register(self.drain, at_exit=True)
+
+    @classmethod
+    def open(
+        cls,
+        *,
+        token: str | None,
+        shutdown_path: str,
+        control_prefix: str,
+        allow_remote: bool | None,
+        drain_timeout: float,
+        autosave: float | None,
+        name_of: Callable[[Any], str],
+        stopper_of: Callable[[ControlRequest], Stopper],
+    ) -> Guard | None:
+        """A door's guard, with its routes; None without a token (the door is then inert).
+
+        The options are the doors' own (see :class:`~wsgi_covguard.CovGuard`), checked
+        here once; the token is the argument, else ``COVGUARD_TOKEN``, else the one
+        :func:`~wsgi_covguard.start` was given. ``stopper_of`` finds, from the shutdown
+        request, how to stop the server serving it.
+        """
+        for name, path in (("shutdown_path", shutdown_path), ("control_prefix", control_prefix)):
+            if not path.startswith("/") or path.endswith("/") or len(path) < 2:
+                raise ConfigError(f"{name} {path!r} must start with '/' and not end with one")
+        if drain_timeout < 0:
+            raise ConfigError(f"drain_timeout {drain_timeout!r} must be 0 seconds or more")
+        session = get_session()
+        settings = Settings.read(token=token, allow_remote=allow_remote, autosave=autosave)
+        if settings.token is None and session is not None and session.token is not None:
+            # No token here nor in the environment: the one start() was given.
+            settings = Settings.read(
+                token=session.token.reveal(), allow_remote=allow_remote, autosave=autosave
+            )
+        if settings.token is None:
+            return None  # nothing started, nothing written, no route
+        session = session or start(token=settings.token.reveal(), autosave=settings.autosave)
+        assert session is not None  # a token was given
+        session.remember_start_up()  # the app is imported: this is the start-up state
+        guard = cls(session, drain_timeout=drain_timeout, name_of=name_of)
+
+        def shutdown(request: ControlRequest) -> Answer:
+            stopper = stopper_of(request)  # now, while the request is being served
+            body = json.dumps({"status": "stopping", "pid": os.getpid()}).encode() + b"\n"
+            answer = Answer.of(body, "application/json", 202)
+            answer.after = lambda: guard.begin_shutdown(stopper)
+            return answer
+
+        group = ProcessGroup(session)
+        group.listen_if_prefork()
+        guard.routes = Routes(
+            [
+                Route(shutdown_path, "POST", shutdown),
+                *LiveControls(group, guard.in_flight).routes(control_prefix),
+                *Dashboard(group).routes(control_prefix),
+            ],
+            token=settings.token,
+            allow_remote=settings.allow_remote,
+        )
+        guard.announce(shutdown_path)
+        return guard
+
+    def enter(self, request: Any) -> int:
+        """Count ``request`` in flight; returns what :meth:`leave` needs back."""
+        began = len(self.session.contexts)
+        with self._lock:
+            self._running[id(request)] = request
+        return began
+
+    def leave(self, request: Any, began: int) -> None:
+        """``request`` is over; note it if the context changed while it ran."""
+        with self._lock:
+            self._running.pop(id(request), None)
+        if began != len(self.session.contexts):
+            self.session.note_overlap(self._name_of(request), began - 1)
+
+    def in_flight(self) -> int:
+        """How many requests the app is serving now."""
+        return len(self._running)
+
+    def announce(self, shutdown_path: str) -> None:
+        """Say once per process that it measures, where the data goes, how to stop it."""
+        session = self.session
+        if session.announced:
+            return
+        session.announced = True
+        say(
+            f"measuring coverage (core {session.core}, data {session.data_file}.*,"
+            f" control POST {shutdown_path}, pid {os.getpid()})"
+        )
+
+    def begin_shutdown(self, stopper: Stopper) -> bool:
+        """Drain, save and call ``stopper``, in a thread of its own; once.
+
+        Returns False if a shutdown had already begun (nothing more is done).
+        """
+        with self._lock:
+            if self._stopping:
+                return False
+            self._stopping = True
+            self._deadline = time.monotonic() + self.drain_timeout
+        threading.Thread(
+            target=self._drain_save_stop, args=(stopper,), name="covguard-shutdown"
+        ).start()
+        return True
+
+    def _drain_save_stop(self, stopper: Stopper) -> None:
+        if not stopper.drains:  # else the server drains, and each process saves at exit
+            self.drain()
+            self.session.save()  # on disk before the stop; finish() at exit adds the rest
+        stopper()
+
+    def drain(self, *, at_exit: bool = False) -> None:
+        """Wait for the requests in flight, until the stop's deadline; name those cut.
+
+        The stop has one ``drain_timeout`` in all, however many waits it has: a
+        stalled client cannot hold it twice. At exit the server no longer accepts
+        connections, and the wait is also for its handler threads that have one but
+        have not reached us yet: the interpreter would cut their response short
+        (see :func:`~.stopping.handler_threads`).
+        """
+        deadline = self._deadline or time.monotonic() + self.drain_timeout
+
+        def busy() -> bool:
+            return bool(self._running) or (at_exit and bool(handler_threads()))
+
+        while busy() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with self._lock:
+            cut = [
+                self._name_of(request)
+                for key, request in self._running.items()
+                if key not in self._named_cut
+            ]
+            self._named_cut.update(self._running)
+        if cut:
+            shown = ", ".join(cut[:5]) + (f" and {len(cut) - 5} more" if len(cut) > 5 else "")
+            say(
+                f"{len(cut)} request(s) still in flight after drain_timeout={self.drain_timeout}s;"
+                f" stopping anyway, cutting {shown}",
+                logging.WARNING,
+            )
