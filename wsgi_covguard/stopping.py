@@ -37,8 +37,10 @@ shutdown thread, never from a thread the server itself must finish.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import socketserver
 import sys
 import threading
@@ -118,7 +120,8 @@ class CallStop:
 
 
 class EndServeLoop:
-    """``BaseServer.shutdown()``; then SIGINT to the main thread if it was not the one serving.
+    """``BaseServer.shutdown()``, at once; then SIGINT to the main thread if it was not the one
+    serving.
 
     ``shutdown()`` waits for the loop to end, so it runs off the server's threads
     (the shutdown thread). Where the loop runs in a thread of its own while the
@@ -135,9 +138,21 @@ class EndServeLoop:
         self._in_main_thread = in_main_thread
 
     def __call__(self) -> None:
-        self._server.shutdown()
+        stopping = threading.Thread(target=self._server.shutdown, name="covguard-stop")
+        stopping.start()
+        # serve_forever() looks at the request to stop between two select() calls of
+        # half a second each: a bare connection (no request: nothing reaches the app)
+        # wakes it now. The server's own handler thread closes it.
+        while stopping.is_alive():
+            _knock(self._server.server_address)
+            stopping.join(0.02)
         if not self._in_main_thread:
             InterruptMain()()
+
+
+def _knock(address: Any) -> None:
+    with contextlib.suppress(OSError):
+        socket.create_connection(tuple(address)[:2], timeout=1).close()
 
 
 def find_stopper(environ: WSGIEnvironment) -> Stopper:
