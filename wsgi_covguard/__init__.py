@@ -13,6 +13,7 @@ stops the server so the process exits 0::
 
 from __future__ import annotations
 
+from .asgi import CovGuardASGI
 from .errors import ConfigError, CovGuardError
 from .middleware import CovGuard
 from .session import CoverageSession, get_session, start
@@ -20,6 +21,7 @@ from .session import CoverageSession, get_session, start
 __all__ = [
     "ConfigError",
     "CovGuard",
+    "CovGuardASGI",
     "CovGuardError",
     "CoverageSession",
     "__version__",

@@ -142,7 +142,8 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("app", metavar="APP", help="module:attribute, module:factory() or module")
     parser.add_argument(
-        "--server", default="waitress", help=f"{' | '.join(SERVERS)} (default: waitress)"
+        "--server",
+        help=f"{' | '.join(SERVERS)} (default: waitress for a WSGI app, uvicorn for an ASGI one)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
     parser.add_argument(
@@ -172,12 +173,13 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from . import CovGuard, start
+    from . import CovGuard, CovGuardASGI, start
     from .prefork import LOADS_IN_WORKERS
-    from .servers import Options, check_available, create_server
+    from .servers import ASGI_SERVERS, Options, check_available, create_server
 
     options = Options(threads=args.threads, workers=args.workers)
-    check_available(args.server, options)
+    if args.server is not None:
+        check_available(args.server, options)
     settings = Settings.read()
     token = settings.token.reveal() if settings.token else _generated_token()
     if args.server in LOADS_IN_WORKERS:
@@ -187,10 +189,22 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         sys.path.insert(0, os.path.abspath(args.app_dir))
         app = load_app(args.app)
-        # Bind before CovGuard announces that it measures: a busy port is one line.
-        front = _AppSlot()
-        server = create_server(args.server, front, args.host, args.port, options)
-        guard = app if isinstance(app, CovGuard) else CovGuard(app, token=token)
+        asgi = is_asgi(app)
+        name = args.server or ("uvicorn" if asgi else "waitress")
+        if asgi != (name in ASGI_SERVERS):
+            kind, servers = (
+                ("an ASGI", "uvicorn") if asgi else ("a WSGI", "waitress, werkzeug, ...")
+            )
+            raise ConfigError(
+                f"{args.app!r} is {kind} application; serve it with --server {servers}"
+            )
+        # Bind before the guard announces that it measures: a busy port is one line.
+        front: _AppSlot | _ASGISlot = _ASGISlot() if asgi else _AppSlot()
+        server = create_server(name, front, args.host, args.port, options)
+        if isinstance(app, (CovGuard, CovGuardASGI)):
+            guard: CovGuard | CovGuardASGI = app
+        else:
+            guard = CovGuardASGI(app, token=token) if asgi else CovGuard(app, token=token)
         front.app = guard
     except CovGuardError:
         session.discard()  # a failed start has nothing worth saving
@@ -255,12 +269,22 @@ def guarded_app(spec: str, app_dir: str, contexts: bool, autosave: float | None)
 
 
 class _AppSlot:
-    """The application the server is bound with, set once the guard exists."""
+    """The WSGI application the server is bound with, set once the guard exists."""
 
-    app: WSGIApplication
+    app: Any
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        return self.app(environ, start_response)
+        result: Iterable[bytes] = self.app(environ, start_response)
+        return result
+
+
+class _ASGISlot:
+    """The ASGI application the server is bound with, set once the guard exists."""
+
+    app: Any
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
 
 
 def _generated_token() -> str:
@@ -282,8 +306,9 @@ def _generated_token() -> str:
     return token
 
 
-def load_app(spec: str) -> WSGIApplication:
-    """Import ``module:attribute``, ``module:factory()`` or ``module`` (meaning ``module:app``)."""
+def load_app(spec: str) -> Any:
+    """Import ``module:attribute``, ``module:factory()`` or ``module`` (meaning ``module:app``):
+    a WSGI or an ASGI application (see :func:`is_asgi`)."""
     module_name, _, attribute = spec.partition(":")
     attribute = attribute or "app"
     call = attribute.endswith("()")
@@ -311,11 +336,20 @@ def load_app(spec: str) -> WSGIApplication:
         ) from None
     if call:
         obj = obj()
-    return _checked_wsgi(obj, spec)
+    return obj if is_asgi(obj) else _checked_wsgi(obj, spec)
+
+
+def is_asgi(app: Any) -> bool:
+    """True for an ASGI application: an ``async`` callable (a coroutine function, or an
+    object whose ``__call__`` is one), as uvicorn tells them from WSGI ones."""
+    call = app if inspect.isfunction(app) or inspect.ismethod(app) else type(app).__call__
+    return inspect.iscoroutinefunction(call) and not inspect.isclass(app)
 
 
 def _checked_wsgi(obj: Any, spec: str) -> WSGIApplication:
-    fix = "APP must name a WSGI callable taking (environ, start_response)"
+    fix = (
+        "APP must name a WSGI or ASGI callable: (environ, start_response) or (scope, receive, send)"
+    )
     if inspect.isclass(obj) or not callable(obj):
         raise ConfigError(
             f"{spec!r} is {type(obj).__name__} {obj!r:.60}, not a WSGI application; {fix}"
@@ -342,7 +376,8 @@ def _run(args: argparse.Namespace) -> int:
         )
     from .servers import Options, check_available
 
-    check_available(args.server, Options(threads=args.threads, workers=args.workers))
+    if args.server is not None:
+        check_available(args.server, Options(threads=args.threads, workers=args.workers))
     token = secrets.token_urlsafe(24)
     argv = serve_argv(
         args.app, server=args.server, host=args.host, port=args.port, app_dir=args.app_dir,

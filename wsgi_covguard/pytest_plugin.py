@@ -135,7 +135,7 @@ def covguard_server(pytestconfig: pytest.Config) -> Iterator[LiveServer]:
     token = secrets.token_urlsafe(24)
     argv = serve_argv(
         app,
-        server=_setting(pytestconfig, "server") or "waitress",
+        server=_setting(pytestconfig, "server"),
         # Importable from the project's root as well as from the current folder.
         app_dir=str(pytestconfig.rootpath),
         contexts=pytestconfig.getoption("--covguard-contexts"),

@@ -17,12 +17,19 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
 from .prefork import PREFORK
-from .stopping import CallStop, EndServeLoop, InterruptMain, Stopper, TerminateMaster
+from .stopping import (
+    CallStop,
+    EndServeLoop,
+    InterruptMain,
+    SetShouldExit,
+    Stopper,
+    TerminateMaster,
+)
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
-__all__ = ["SERVERS", "Options", "Server", "check_available", "create_server"]
+__all__ = ["ASGI_SERVERS", "SERVERS", "Options", "Server", "check_available", "create_server"]
 
 
 @dataclass(frozen=True)
@@ -151,6 +158,24 @@ def _granian(load: Callable[[], WSGIApplication], host: str, port: int, options:
     return Server("granian", host, port, run, TerminateMaster(in_master=True))
 
 
+def _uvicorn(app: Any, host: str, port: int, options: Options) -> Server:
+    import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
+
+    listener = socket.create_server((host, port))
+    # uvicorn logs requests to stdout; ours is for the ready line alone.
+    logging_config = {**LOGGING_CONFIG, "handlers": {
+        name: {**handler, "stream": "ext://sys.stderr"}
+        for name, handler in LOGGING_CONFIG["handlers"].items()
+    }}  # fmt: skip
+    server = uvicorn.Server(uvicorn.Config(app, log_config=logging_config))
+
+    def run() -> None:
+        server.run(sockets=[listener])
+
+    return Server("uvicorn", host, listener.getsockname()[1], run, SetShouldExit(server))
+
+
 _Launcher = Callable[[Any, str, int, Options], Server]
 
 #: name -> (launcher, module it needs, extra that installs it)
@@ -161,7 +186,11 @@ SERVERS: dict[str, tuple[_Launcher, str, str | None]] = {
     "wsgiref": (_wsgiref, "wsgiref", None),
     "gunicorn": (_gunicorn, "gunicorn", "gunicorn"),
     "granian": (_granian, "granian", "granian"),
+    "uvicorn": (_uvicorn, "uvicorn", "uvicorn"),
 }
+
+#: Servers of ASGI applications; the others serve WSGI ones.
+ASGI_SERVERS = frozenset({"uvicorn"})
 
 
 def check_available(name: str, options: Options = Options()) -> None:
@@ -188,8 +217,9 @@ def create_server(
 ) -> Server:
     """Bind ``name`` on ``host:port`` serving ``app``; a busy port is a ConfigError.
 
-    ``app`` is the WSGI application, or for :data:`~.prefork.LOADS_IN_WORKERS` servers a
-    picklable function that returns it, called in each worker process.
+    ``app`` is the WSGI (or, for :data:`ASGI_SERVERS`, ASGI) application, or for
+    :data:`~.prefork.LOADS_IN_WORKERS` servers a picklable function that returns it,
+    called in each worker process.
     """
     check_available(name, options)
     launcher = SERVERS[name][0]

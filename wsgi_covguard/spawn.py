@@ -36,7 +36,7 @@ class Spawned:
 def serve_argv(
     app: str,
     *,
-    server: str = "waitress",
+    server: str | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
     app_dir: str = ".",
@@ -46,8 +46,10 @@ def serve_argv(
     autosave: float | None = None,
 ) -> list[str]:
     """The command line of ``covguard serve`` with these options, in this interpreter."""
-    argv = [sys.executable, "-m", "wsgi_covguard", "serve", app, "--server", server,
+    argv = [sys.executable, "-m", "wsgi_covguard", "serve", app,
             "--host", host, "--port", str(port), "--app-dir", app_dir]  # fmt: skip
+    if server:  # else serve's own choice: waitress for WSGI, uvicorn for ASGI
+        argv += ["--server", server]
     if threads:
         argv += ["--threads", str(threads)]
     if workers:

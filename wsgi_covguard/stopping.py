@@ -22,6 +22,10 @@ Granian                        SIGTERM to the master (``os.getppid()``):
                                ends it (a worker stopped behind the
                                master's back is an "unexpected exit")
 Cheroot                        ``HTTPServer.stop()`` from another thread
+uvicorn (ASGI)                 its ``should_exit`` flag, as its own signal
+                               handler sets it, but with no signal to raise
+                               again afterwards: connections finish, the
+                               lifespan shutdown runs, the process exits 0
 ============================  ===========================================
 
 Never a ``KeyboardInterrupt`` in a socketserver's accept loop: landing while
@@ -37,6 +41,7 @@ shutdown thread, never from a thread the server itself must finish.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -44,6 +49,7 @@ import socket
 import socketserver
 import sys
 import threading
+from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .prefork import serves_prefork
@@ -55,10 +61,13 @@ __all__ = [
     "CallStop",
     "EndServeLoop",
     "InterruptMain",
+    "SetShouldExit",
     "Stopper",
     "TerminateMaster",
+    "find_asgi_stopper",
     "find_stopper",
     "handler_threads",
+    "keep_sigterm_data",
 ]
 
 
@@ -153,6 +162,64 @@ class EndServeLoop:
 def _knock(address: Any) -> None:
     with contextlib.suppress(OSError):
         socket.create_connection(tuple(address)[:2], timeout=1).close()
+
+
+class SetShouldExit:
+    """Set the server's ``should_exit`` flag, which its main loop checks every 0.1 s.
+
+    uvicorn's signal handler does the same and also notes the signal, to raise it
+    again once it has stopped (the process then dies of it, past ``atexit``).
+    """
+
+    name = "should_exit = True"
+    drains = False
+
+    def __init__(self, server: Any) -> None:
+        self._server = server
+
+    def __call__(self) -> None:
+        self._server.should_exit = True
+
+
+def _uvicorn_server() -> Any | None:
+    """The uvicorn ``Server`` serving this process, found through the signal handler it
+    installs while it serves (its bound ``handle_exit``), if any."""
+    handler = signal.getsignal(signal.SIGTERM)
+    server = getattr(handler, "__self__", None)
+    if getattr(handler, "__name__", "") == "handle_exit" and hasattr(server, "should_exit"):
+        return server
+    return None
+
+
+def find_asgi_stopper() -> Stopper:
+    """Choose how to stop the ASGI server of this process: uvicorn's flag, else SIGINT."""
+    server = _uvicorn_server()
+    return SetShouldExit(server) if server is not None else InterruptMain()
+
+
+def keep_sigterm_data(session: Any) -> None:
+    """Under uvicorn, let SIGTERM stop gracefully, save, and only then end the process.
+
+    uvicorn stops gracefully on SIGTERM and then raises it again, with the handler
+    it found first restored: the default one, which ends the process past ``atexit``
+    and loses the data. So SIGTERM sets the flag (as our stop does), and the process
+    dies of it after the session has finished and saved.
+    """
+    server = _uvicorn_server()
+    if server is None or threading.current_thread() is not threading.main_thread():
+        return
+
+    def graceful(signum: int, frame: FrameType | None) -> None:
+        server.should_exit = True
+
+        def terminate() -> None:
+            session.finish()
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        atexit.register(terminate)
+
+    signal.signal(signal.SIGTERM, graceful)
 
 
 def find_stopper(environ: WSGIEnvironment) -> Stopper:

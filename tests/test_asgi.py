@@ -1,0 +1,160 @@
+"""The ASGI door under uvicorn: the WSGI contract, for a FastAPI app.
+
+uvicorn is started as a CI script does (``cmd &``, SIGINT ignored) with the three-line
+entry point; its lines are compared with ``coverage run``'s (``[run] sigterm = true``,
+stopped by SIGTERM) around the same server for the same requests.
+"""
+
+from __future__ import annotations
+
+import http.client
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import requests
+from live import TOKEN, RunningServer, data_files, free_port, measured_lines, wait_in_flight
+
+PY = sys.executable
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+WRONG = {"Authorization": "Bearer wrong-token-0123456789"}
+
+
+def sent_as_written(method: str, port: int, target: str) -> int:
+    """The status for ``target`` sent exactly as written (requests would decode ``%5F``)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request(method, target, headers=BEARER)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def uvicorn(app: str, port: int) -> list[str]:
+    return [PY, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+
+
+def drive(url: str) -> None:
+    assert requests.get(f"{url}/hello", timeout=10).json() == {"hello": "world"}
+    assert requests.get(f"{url}/notes/1", timeout=10).json()["text"] == "buy milk"
+    assert requests.post(f"{url}/notes", params={"text": "call"}, timeout=10).ok
+    assert len(requests.get(f"{url}/slow", params={"seconds": 0}, timeout=10).content) == 200_000
+
+
+@pytest.fixture
+def notes(plainapp: Path) -> Path:
+    (plainapp / ".coveragerc").write_text("[run]\nsource = .\nomit = notes_entry.py\n")
+    return plainapp
+
+
+def reference(folder: Path, servers: Callable[..., RunningServer]) -> dict[str, set[int]]:
+    """``coverage run`` around uvicorn, saved by SIGTERM (``[run] sigterm = true``)."""
+    reference = folder / "reference"
+    reference.mkdir()
+    for name in ("notesapi.py", ".coveragerc"):
+        (reference / name).write_text((folder / name).read_text())
+    with (reference / ".coveragerc").open("a") as rc:
+        rc.write("sigterm = true\n")
+    port = free_port()
+    argv = [PY, "-m", "coverage", "run", "-p", "-m", "uvicorn", "notesapi:api", "--port", str(port)]
+    server = servers(argv, cwd=reference, port=port, token=None).wait_listening()
+    drive(server.url)
+    server.signal(signal.SIGTERM)
+    server.wait(timeout=10)
+    return measured_lines(reference, "notesapi")
+
+
+def test_uvicorn_as_ci_starts_it_refuses_what_wsgi_refuses_and_stops_with_exit_0(
+    notes: Path, servers: Callable[..., RunningServer]
+) -> None:
+    port = free_port()
+    server = servers(uvicorn("notes_entry:app", port), cwd=notes, port=port).wait_listening()
+    drive(server.url)
+    url = server.url
+    refused = [
+        requests.post(f"{url}/__shutdown__", timeout=10).status_code,
+        requests.post(f"{url}/__shutdown__", headers=WRONG, timeout=10).status_code,
+        requests.get(f"{url}/__shutdown__", headers=BEARER, timeout=10).status_code,
+        requests.get(f"{url}/__coverage__/", timeout=10).status_code,
+        requests.post(f"{url}/__coverage__/save", auth=("me", TOKEN), timeout=10).status_code,
+        sent_as_written("POST", server.port, "/%5F%5Fshutdown%5F%5F"),
+    ]  # fmt: skip
+    assert refused == [403, 403, 405, 401, 403, 404]  # the last one is the app's own 404
+    assert requests.get(f"{url}/__coverage__/", auth=("me", TOKEN), timeout=10).ok
+    status = requests.get(f"{url}/__coverage__/status", headers=BEARER, timeout=10).json()
+    assert status["in_flight"] == 0
+    began = time.monotonic()
+    assert server.shutdown().status_code == 202
+    assert server.wait(timeout=5) == 0, server.output()
+    assert time.monotonic() - began < 5
+    assert (notes / "lifespan-shutdown.log").read_text().strip() == str(server.pid)
+    assert len(data_files(notes)) == 1
+    measured = measured_lines(notes, "notesapi")
+    assert measured == reference(notes, servers)
+    never = (
+        (notes / "notesapi.py")
+        .read_text()
+        .splitlines()
+        .index('    return {"never": "asked"}  # no test asks for it: whoever does adds this line')
+    )
+    assert never + 1 not in measured["notesapi.py"], "the control requests reached no app line"
+
+
+def test_a_streamed_request_in_flight_at_the_shutdown_completes(
+    notes: Path, servers: Callable[..., RunningServer]
+) -> None:
+    port = free_port()
+    server = servers(uvicorn("notes_entry:app", port), cwd=notes, port=port).wait_listening()
+    slow: dict[str, object] = {}
+
+    def fetch() -> None:
+        answer = requests.get(f"{server.url}/slow", params={"seconds": 1.5}, timeout=20)
+        slow.update(status=answer.status_code, size=len(answer.content))
+
+    client = threading.Thread(target=fetch)
+    client.start()
+    wait_in_flight(server.url, 1)
+    assert server.shutdown().status_code == 202
+    client.join(timeout=20)
+    assert slow == {"status": 200, "size": 200_000}
+    assert server.wait(timeout=10) == 0, server.output()
+
+
+def test_sigterm_from_a_supervisor_keeps_the_data(
+    notes: Path, servers: Callable[..., RunningServer]
+) -> None:
+    port = free_port()
+    server = servers(uvicorn("notes_entry:app", port), cwd=notes, port=port).wait_listening()
+    drive(server.url)
+    server.signal(signal.SIGTERM)
+    assert server.wait(timeout=10) == 128 + signal.SIGTERM, "it dies of SIGTERM, as asked"
+    assert (notes / "lifespan-shutdown.log").exists(), "after uvicorn's graceful stop"
+    assert "notesapi.py" in measured_lines(notes, "notesapi")
+
+
+def test_covguard_run_serves_an_asgi_app_with_uvicorn_and_reports_it(notes: Path) -> None:
+    client = "import os, requests; requests.get(os.environ['COVGUARD_URL'] + '/hello', timeout=10)"
+    done = subprocess.run(
+        [PY, "-m", "wsgi_covguard", "run", "notesapi:api", "--", PY, "-c", client],
+        cwd=notes, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "(uvicorn, core " in done.stdout
+    assert "notesapi.py" in done.stdout
+    assert (notes / "lifespan-shutdown.log").exists()
+
+
+def test_a_wsgi_server_for_an_asgi_app_is_refused_in_one_line(notes: Path) -> None:
+    done = subprocess.run(
+        [PY, "-m", "wsgi_covguard", "serve", "notesapi:api", "--server", "waitress", "--port", "0"],
+        cwd=notes, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1] == (
+        "covguard: 'notesapi:api' is an ASGI application; serve it with --server uvicorn"
+    )

@@ -1,0 +1,169 @@
+"""CovGuardASGI: the ASGI door, with the WSGI middleware's contract.
+
+Wrap the application in the ASGI entry point, after :func:`wsgi_covguard.start`::
+
+    import wsgi_covguard
+    wsgi_covguard.start()
+    from myproject import app as myproject_app
+    app = wsgi_covguard.CovGuardASGI(myproject_app)
+
+Without a token it is inert: every scope goes straight to the app. With one, the
+control routes are :class:`~.guard.Guard`'s, exactly as under WSGI; everything else
+(``http``, ``websocket`` and ``lifespan`` scopes, streaming bodies, background
+tasks) passes through untouched. An HTTP request is in flight until the app's call
+returns (its last body message sent, its background tasks done); a websocket until
+it closes. The control handlers block (they read and write data files), so they run
+in a thread of the event loop's executor; a handler that reads the body asks the
+loop for it from there, and only as much as the route allows.
+
+The stop: uvicorn's own graceful path, the flag its signal handler sets
+(:class:`~.stopping.SetShouldExit`), without a signal for uvicorn to raise again
+afterwards: connections finish, the app's lifespan shutdown runs, the process exits
+0 and saves at exit. SIGTERM from a supervisor takes the same path, then the
+process dies of it, as the sender expects, once the data is saved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from werkzeug.datastructures import Headers
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from .guard import Guard
+from .messages import Answer, ControlRequest
+from .settings import CONTROL_PREFIX, SHUTDOWN_PATH
+from .stopping import Stopper, find_asgi_stopper, keep_sigterm_data
+
+__all__ = ["CovGuardASGI"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class CovGuardASGI:
+    """Measure coverage of the ASGI ``app`` and serve the authenticated control routes.
+
+    The options are :class:`~wsgi_covguard.CovGuard`'s, with the same defaults and
+    the same order of settings (:mod:`.settings`).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        token: str | None = None,
+        shutdown_path: str = SHUTDOWN_PATH,
+        control_prefix: str = CONTROL_PREFIX,
+        allow_remote: bool | None = None,
+        drain_timeout: float = 10.0,
+        autosave: float | None = None,
+    ) -> None:
+        self.app = app
+        self.shutdown_path = shutdown_path
+        self.drain_timeout = drain_timeout
+        # None when inert (no token): every scope goes straight to the app.
+        self._guard = Guard.open(
+            token=token,
+            shutdown_path=shutdown_path,
+            control_prefix=control_prefix,
+            allow_remote=allow_remote,
+            drain_timeout=drain_timeout,
+            autosave=autosave,
+            name_of=_name_of,
+            stopper_of=lambda request: find_asgi_stopper(),
+        )
+        if self._guard is not None:
+            keep_sigterm_data(self._guard.session)
+
+    @property
+    def enabled(self) -> bool:
+        """False for an inert door (no token)."""
+        return self._guard is not None
+
+    def begin_shutdown(self, stopper: Stopper) -> bool:
+        """Drain, save and call ``stopper``, in a thread of its own; once (see ``CovGuard``)."""
+        return self._guard is not None and self._guard.begin_shutdown(stopper)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        guard = self._guard
+        if guard is None or scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "http" and guard.routes.may_claim(scope.get("path", "")):
+            loop = asyncio.get_running_loop()
+            request = _control_request(scope, receive, loop)
+            answer = await loop.run_in_executor(None, guard.routes.answer, request)
+            if answer is not None:
+                await _send_answer(answer, send)
+                return
+        began = guard.enter(scope)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            guard.leave(scope, began)
+
+
+def _name_of(scope: Scope) -> str:
+    if scope["type"] == "websocket":
+        return f"WEBSOCKET {scope.get('path')}"
+    return f"{scope.get('method')} {scope.get('path')}"
+
+
+def _control_request(
+    scope: Scope, receive: Receive, loop: asyncio.AbstractEventLoop
+) -> ControlRequest:
+    """The ASGI door: a request the control routes can read (from the executor's thread)."""
+    headers = Headers(
+        [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
+    )
+    raw_path = scope.get("raw_path")
+    query = scope.get("query_string", b"")
+
+    async def read(limit: int) -> bytes:
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                break
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > limit:
+                raise RequestEntityTooLarge()
+        return bytes(body)
+
+    def read_body(limit: int) -> bytes:
+        return asyncio.run_coroutine_threadsafe(read(limit), loop).result()
+
+    client = scope.get("client")
+    return ControlRequest(
+        method=scope.get("method", ""),
+        root_path=scope.get("root_path", ""),
+        path=scope.get("path", ""),
+        query_string=query,
+        headers=headers,
+        remote_addr=client[0] if client else None,
+        # The target as sent (percent-encoded), when the server gives it.
+        raw_target=(raw_path + (b"?" + query if query else b"")).decode("latin-1")
+        if raw_path is not None
+        else None,
+        read_body=read_body,
+    )
+
+
+async def _send_answer(answer: Answer, send: Send) -> None:
+    headers = [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in answer.headers.items()
+    ]
+    headers.append((b"content-length", str(len(answer.body)).encode("ascii")))
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.body})
+    if answer.after is not None:  # the body is with the server now: the stop may begin
+        answer.after()
