@@ -32,9 +32,8 @@ from typing import Any
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from .guard import Guard
+from .guard import Door, Guard
 from .messages import Answer, ControlRequest
-from .settings import CONTROL_PREFIX, SHUTDOWN_PATH
 from .stopping import Stopper, find_asgi_stopper, keep_sigterm_data
 
 __all__ = ["CovGuardASGI"]
@@ -46,49 +45,27 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class CovGuardASGI:
+class CovGuardASGI(Door):
     """Measure coverage of the ASGI ``app`` and serve the authenticated control routes.
 
-    The options are :class:`~wsgi_covguard.CovGuard`'s, with the same defaults and
-    the same order of settings (:mod:`.settings`).
+    The options are :class:`~.guard.Door`'s, as for :class:`~wsgi_covguard.CovGuard`,
+    with the same defaults and the same order of settings (:mod:`.settings`).
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        token: str | None = None,
-        shutdown_path: str = SHUTDOWN_PATH,
-        control_prefix: str = CONTROL_PREFIX,
-        allow_remote: bool | None = None,
-        drain_timeout: float = 10.0,
-        autosave: float | None = None,
-    ) -> None:
-        self.app = app
-        self.shutdown_path = shutdown_path
-        self.drain_timeout = drain_timeout
-        # None when inert (no token): every scope goes straight to the app.
-        self._guard = Guard.open(
-            token=token,
-            shutdown_path=shutdown_path,
-            control_prefix=control_prefix,
-            allow_remote=allow_remote,
-            drain_timeout=drain_timeout,
-            autosave=autosave,
-            name_of=_name_of,
-            stopper_of=lambda request: find_asgi_stopper(),
-        )
-        if self._guard is not None:
-            keep_sigterm_data(self._guard.session)
+    app: ASGIApp
 
-    @property
-    def enabled(self) -> bool:
-        """False for an inert door (no token)."""
-        return self._guard is not None
+    def _opened(self, guard: Guard) -> None:
+        keep_sigterm_data(guard.session)  # uvicorn would lose the data on SIGTERM
 
-    def begin_shutdown(self, stopper: Stopper) -> bool:
-        """Drain, save and call ``stopper``, in a thread of its own; once (see ``CovGuard``)."""
-        return self._guard is not None and self._guard.begin_shutdown(stopper)
+    @staticmethod
+    def _name_of(scope: Scope) -> str:
+        if scope["type"] == "websocket":
+            return f"WEBSOCKET {scope.get('path')}"
+        return f"{scope.get('method')} {scope.get('path')}"
+
+    @staticmethod
+    def _stopper_of(request: ControlRequest) -> Stopper:
+        return find_asgi_stopper()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         guard = self._guard
@@ -107,12 +84,6 @@ class CovGuardASGI:
             await self.app(scope, receive, send)
         finally:
             guard.leave(scope, began)
-
-
-def _name_of(scope: Scope) -> str:
-    if scope["type"] == "websocket":
-        return f"WEBSOCKET {scope.get('path')}"
-    return f"{scope.get('method')} {scope.get('path')}"
 
 
 def _control_request(

@@ -28,11 +28,11 @@ from .log import say
 from .messages import Answer, ControlRequest
 from .routes import Route, Routes
 from .session import CoverageSession, get_session, start
-from .settings import Settings
+from .settings import CONTROL_PREFIX, SHUTDOWN_PATH, Settings
 from .stopping import Stopper, handler_threads
 from .workers import ProcessGroup
 
-__all__ = ["Guard"]
+__all__ = ["Door", "Guard"]
 
 
 class Guard:
@@ -202,3 +202,80 @@ class Guard:
                 f" stopping anyway, cutting {shown}",
                 logging.WARNING,
             )
+
+
+class Door:
+    """What both doors share: their options, their guard, and the stop.
+
+    :param app: the application to wrap.
+    :param token: the control token (16 characters or more); defaults to
+        ``COVGUARD_TOKEN``, then to the token given to :func:`~wsgi_covguard.start`.
+        Without one the door is inert: a pure pass-through that starts nothing.
+    :param shutdown_path: the path of the shutdown route, under any mount point.
+    :param control_prefix: where the live control routes live
+        (``<prefix>/save``, ``/reset``, ``/context``, ``/status``, ``/data``).
+    :param allow_remote: accept control requests from outside loopback (default:
+        ``COVGUARD_ALLOW_REMOTE=1``, else off: the token is the only other line of
+        defence). The order of the settings is :mod:`.settings`'s.
+    :param drain_timeout: seconds to wait, after a shutdown request, for the
+        requests in flight to finish before saving and stopping.
+    :param autosave: save every so many seconds in the background (also
+        ``COVGUARD_AUTOSAVE``), so a process killed with SIGKILL loses at most
+        that much. Off by default.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        token: str | None = None,
+        shutdown_path: str = SHUTDOWN_PATH,
+        control_prefix: str = CONTROL_PREFIX,
+        allow_remote: bool | None = None,
+        drain_timeout: float = 10.0,
+        autosave: float | None = None,
+    ) -> None:
+        self.app = app
+        self.shutdown_path = shutdown_path
+        self.drain_timeout = drain_timeout
+        # None when inert (no token): everything goes straight to the app.
+        self._guard = Guard.open(
+            token=token,
+            shutdown_path=shutdown_path,
+            control_prefix=control_prefix,
+            allow_remote=allow_remote,
+            drain_timeout=drain_timeout,
+            autosave=autosave,
+            name_of=self._name_of,
+            stopper_of=self._stopper_of,
+        )
+        self.allow_remote = self._guard.routes.allow_remote if self._guard else False
+        if self._guard is not None:
+            self._opened(self._guard)
+
+    def _opened(self, guard: Guard) -> None:
+        """Called once the door measures (it has a token): what its servers need then."""
+
+    @staticmethod
+    def _name_of(request: Any) -> str:
+        """How the door names one of its requests in messages (``"GET /path"``)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _stopper_of(request: ControlRequest) -> Stopper:
+        """How to stop the server serving the shutdown ``request``."""
+        raise NotImplementedError
+
+    @property
+    def enabled(self) -> bool:
+        """False for an inert door (no token)."""
+        return self._guard is not None
+
+    def begin_shutdown(self, stopper: Stopper) -> bool:
+        """Drain, save and call ``stopper``, in a thread of its own; once.
+
+        The shutdown route calls it with the stopper of the server it runs
+        under; ``covguard serve`` also calls it on SIGTERM. Returns False if the
+        door is inert, or a shutdown had already begun (nothing more is done).
+        """
+        return self._guard is not None and self._guard.begin_shutdown(stopper)

@@ -28,9 +28,8 @@ from typing import TYPE_CHECKING
 from werkzeug.datastructures import EnvironHeaders
 from werkzeug.wrappers import Request, Response
 
-from .guard import Guard
+from .guard import Door
 from .messages import Answer, ControlRequest
-from .settings import CONTROL_PREFIX, SHUTDOWN_PATH
 from .stopping import Stopper, find_stopper
 
 if TYPE_CHECKING:
@@ -39,59 +38,24 @@ if TYPE_CHECKING:
 __all__ = ["CovGuard"]
 
 
-class CovGuard:
-    """Measure coverage of ``app`` and serve the authenticated control route.
+class CovGuard(Door):
+    """Measure coverage of the WSGI ``app`` and serve the authenticated control routes.
 
-    :param app: the WSGI application to wrap.
-    :param token: the control token (16 characters or more); defaults to
-        ``COVGUARD_TOKEN``, then to the token given to :func:`start`. Without
-        one the middleware is inert.
-    :param shutdown_path: the ``PATH_INFO`` of the shutdown route, so it works
-        under any ``SCRIPT_NAME`` mount point.
-    :param control_prefix: where the live control routes live
-        (``<prefix>/save``, ``/reset``, ``/context``, ``/status``, ``/data``).
-    :param allow_remote: accept control requests from outside loopback (default:
-        ``COVGUARD_ALLOW_REMOTE=1``, else off: the token is the only other line of
-        defence). The order of the settings is :mod:`.settings`'s.
-    :param drain_timeout: seconds to wait, after a shutdown request, for the
-        requests in flight to finish before saving and stopping.
-    :param autosave: save every so many seconds in the background (also
-        ``COVGUARD_AUTOSAVE``), so a process killed with SIGKILL loses at most
-        that much. Off by default.
+    The options are :class:`~.guard.Door`'s: ``token``, ``shutdown_path`` (the
+    ``PATH_INFO`` of the shutdown route, under any ``SCRIPT_NAME``),
+    ``control_prefix``, ``allow_remote``, ``drain_timeout`` and ``autosave``.
     """
 
-    def __init__(
-        self,
-        app: WSGIApplication,
-        *,
-        token: str | None = None,
-        shutdown_path: str = SHUTDOWN_PATH,
-        control_prefix: str = CONTROL_PREFIX,
-        allow_remote: bool | None = None,
-        drain_timeout: float = 10.0,
-        autosave: float | None = None,
-    ) -> None:
-        self.app = app
-        self.shutdown_path = shutdown_path
-        self.drain_timeout = drain_timeout
-        # None when inert (no token): every request goes straight to the app.
-        self._guard = Guard.open(
-            token=token,
-            shutdown_path=shutdown_path,
-            control_prefix=control_prefix,
-            allow_remote=allow_remote,
-            drain_timeout=drain_timeout,
-            autosave=autosave,
-            name_of=_name_of,
-            # Found in the request's thread, while the server is on its stack.
-            stopper_of=lambda request: find_stopper(request.server_handle),
-        )
-        self.allow_remote = self._guard.routes.allow_remote if self._guard else False
+    app: WSGIApplication
 
-    @property
-    def enabled(self) -> bool:
-        """False for an inert middleware (no token)."""
-        return self._guard is not None
+    @staticmethod
+    def _name_of(environ: WSGIEnvironment) -> str:
+        return f"{environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')}"
+
+    @staticmethod
+    def _stopper_of(request: ControlRequest) -> Stopper:
+        # Found in the request's thread, while the server is on its stack.
+        return find_stopper(request.server_handle)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         guard = self._guard
@@ -114,15 +78,6 @@ class CovGuard:
         if hasattr(result, "__len__"):
             return _SizedTracked(result, guard.leave, environ, began)
         return _Tracked(result, guard.leave, environ, began)
-
-    def begin_shutdown(self, stopper: Stopper) -> bool:
-        """Drain, save and call ``stopper``, in a thread of its own; once.
-
-        The shutdown route calls it with the stopper of the server it runs
-        under; ``covguard serve`` also calls it on SIGTERM. Returns False if the
-        middleware is inert, or a shutdown had already begun (nothing more is done).
-        """
-        return self._guard is not None and self._guard.begin_shutdown(stopper)
 
 
 class _Tracked:
@@ -175,10 +130,6 @@ class _SizedTracked(_Tracked):
 
     def __len__(self) -> int:
         return len(self._inner)  # type: ignore[arg-type]
-
-
-def _name_of(environ: WSGIEnvironment) -> str:
-    return f"{environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')}"
 
 
 def _control_request(environ: WSGIEnvironment) -> ControlRequest:
