@@ -348,7 +348,8 @@ def is_asgi(app: Any) -> bool:
 
 def _checked_wsgi(obj: Any, spec: str) -> WSGIApplication:
     fix = (
-        "APP must name a WSGI or ASGI callable: (environ, start_response) or (scope, receive, send)"
+        "APP must name a WSGI callable (environ, start_response)"
+        " or an ASGI one (scope, receive, send)"
     )
     if inspect.isclass(obj) or not callable(obj):
         raise ConfigError(
