@@ -158,3 +158,34 @@ def test_a_wsgi_server_for_an_asgi_app_is_refused_in_one_line(notes: Path) -> No
     assert done.stderr.strip().splitlines()[-1] == (
         "covguard: 'notesapi:api' is an ASGI application; serve it with --server uvicorn"
     )
+
+
+def test_uvicorn_workers_stop_together_and_their_union_is_coverage_runs(
+    notes: Path, servers: Callable[..., RunningServer]
+) -> None:
+    port = free_port()
+    argv = [*uvicorn("notes_entry:app", port), "--workers", "2"]
+    server = servers(argv, cwd=notes, port=port).wait_listening()
+    deadline = time.monotonic() + 20
+    while True:  # the supervisor listens before its workers are ready
+        try:
+            status = requests.get(f"{server.url}/__coverage__/status", headers=BEARER, timeout=10)
+            if status.ok and status.json()["workers"] == 2:
+                break
+        except requests.ConnectionError:
+            pass
+        assert time.monotonic() < deadline, server.output()
+        time.sleep(0.1)
+    for _ in range(3):  # reach both workers, most likely
+        drive(server.url)
+    saved = requests.post(f"{server.url}/__coverage__/save", headers=BEARER, timeout=10).json()
+    assert len(saved["saved"]) == 2, saved  # a command reaches every worker
+    began = time.monotonic()
+    assert server.shutdown().status_code == 202
+    assert server.wait(timeout=10) == 0, server.output()
+    assert time.monotonic() - began < 5
+    assert len((notes / "lifespan-shutdown.log").read_text().split()) == 2, (
+        "both workers' lifespans"
+    )
+    assert len(data_files(notes)) == 2
+    assert measured_lines(notes, "notesapi") == reference(notes, servers)

@@ -34,7 +34,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from .guard import Door, Guard
 from .messages import Answer, ControlRequest
-from .stopping import Stopper, find_asgi_stopper, keep_sigterm_data
+from .prefork import in_prefork_process
+from .stopping import Stopper, TerminateMaster, find_asgi_stopper, keep_sigterm_data
 
 __all__ = ["CovGuardASGI"]
 
@@ -65,6 +66,8 @@ class CovGuardASGI(Door):
 
     @staticmethod
     def _stopper_of(request: ControlRequest) -> Stopper:
+        if in_prefork_process():  # uvicorn --workers or --reload: its supervisor stops them all
+            return TerminateMaster()
         return find_asgi_stopper()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -1,6 +1,7 @@
 """Pre-fork servers: which they are, and how a process or a request knows it is in one.
 
-gunicorn and granian serve from several worker processes under a master. Each worker
+gunicorn, granian and uvicorn (``--workers``, ``--reload``) serve from worker
+processes under a master. Each worker
 holds part of the data (see :mod:`.workers`), the stop goes to the master (see
 :mod:`.stopping`), and ``covguard serve`` starts them differently (see
 :mod:`.servers`). What marks them lives here, and only here.
@@ -24,11 +25,13 @@ LOADS_IN_WORKERS = frozenset({"granian"})
 
 def in_prefork_process() -> bool:
     """True in a process of a pre-fork server: gunicorn's master or workers (``--preload``
-    imports the app in the master), or a granian worker (a multiprocessing child)."""
+    imports the app in the master), or a granian or uvicorn worker (a multiprocessing
+    child of the server's supervisor)."""
     if "gunicorn" in sys.modules:
         return True
     mp = sys.modules.get("multiprocessing")
-    return "granian" in sys.modules and mp is not None and mp.parent_process() is not None
+    child = mp is not None and mp.parent_process() is not None
+    return child and ("granian" in sys.modules or "uvicorn" in sys.modules)
 
 
 def serves_prefork(environ: Mapping[str, Any]) -> bool:
@@ -37,9 +40,21 @@ def serves_prefork(environ: Mapping[str, Any]) -> bool:
 
 
 def children(pid: int) -> list[int]:
-    """The child processes of ``pid`` (a master's workers), from ``/proc`` (Linux)."""
+    """The worker processes of the master ``pid``, from ``/proc`` (Linux): its children but
+    multiprocessing's own helpers (the resource tracker of a supervisor that spawns)."""
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     except OSError:
         return []
-    return [int(child) for child in text.split()]
+    return [int(child) for child in text.split() if not _is_helper(int(child))]
+
+
+_HELPERS = (b"multiprocessing.resource_tracker", b"multiprocessing.forkserver")
+
+
+def _is_helper(pid: int) -> bool:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return any(helper in command for helper in _HELPERS)

@@ -243,10 +243,24 @@ class ProcessGroup:
     def _send(self, pid: int, command: dict[str, Any]) -> dict[str, Any]:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(_TIMEOUT)
-            sock.connect(str(_run_dir() / f"{pid}.sock"))
+            _connect(sock, str(_run_dir() / f"{pid}.sock"))
             sock.sendall(json.dumps(command).encode() + b"\n")
             with sock.makefile("rb") as answers:
                 answer: dict[str, Any] = json.loads(answers.readline())
         if "error" in answer:
             raise (SaveError if answer.get("saving") else ValueError)(answer["error"])
         return answer
+
+
+def _connect(sock: socket.socket, path: str) -> None:
+    """Connect to a sibling's socket, which a booting sibling may have bound and not yet
+    listened on (its file exists from bind() on): refused, it is tried again, a while."""
+    deadline = time.monotonic() + _BOOT_TIMEOUT
+    while True:
+        try:
+            sock.connect(path)
+            return
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
