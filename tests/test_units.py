@@ -378,6 +378,31 @@ def test_the_serve_command_line_and_its_ready_line() -> None:
     assert ready["url"] == "http://127.0.0.1:5"
 
 
+def test_the_knock_of_the_announcing_thread_takes_no_import_lock() -> None:
+    """granian's workers are forked while that thread knocks: a module lock it held at the
+    fork stays held in the worker, which then hung in its first ``str.encode("idna")``."""
+    import subprocess
+
+    probe = textwrap.dedent("""
+        import socket, sys
+        from wsgi_covguard.cli import _accepts
+        listener = socket.create_server(("127.0.0.1", 0))
+        address = listener.getsockname()
+        seen = []
+        sys.meta_path.insert(0, type("Spy", (), {"find_spec": staticmethod(
+            lambda name, *rest: seen.append(name))})())
+        assert _accepts(socket.AF_INET, address)
+        print(seen)
+        socket.create_connection(address).close()  # what the thread did before
+        print(seen)
+    """)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    knocked, resolved = done.stdout.splitlines()
+    assert knocked == "[]"
+    assert "'encodings.idna'" in resolved, "the spy sees the import a lookup makes"
+
+
 def test_exit_codes_and_the_prefix_of_errors() -> None:
     assert (ExitCode.OK, ExitCode.FAIL, ExitCode.ERROR, ExitCode.INTERRUPTED) == (0, 1, 2, 130)
     error = ConfigError("the port 1 is taken")

@@ -239,11 +239,17 @@ def _serve_from_workers(args: argparse.Namespace, options: Any) -> int:
         guarded_app, args.app, os.path.abspath(args.app_dir), args.contexts, args.autosave
     )
     server = create_server(args.server, load, args.host, args.port, options)
+    # The workers are forked while the thread below knocks. A fork copies any lock
+    # that thread holds, held for ever in the child: resolving the address imports
+    # the idna codec (a module lock a worker's first `str.encode("idna")` then waits
+    # on). So the address is resolved here, and the thread only connects.
+    resolved = socket.getaddrinfo(server.host, server.port, type=socket.SOCK_STREAM)
+    family, _, _, _, address = resolved[0]
 
     def announce_when_listening() -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if not _listening(server.url):
+            if not _accepts(family, address):
                 time.sleep(0.05)
                 continue
             print(
@@ -594,3 +600,13 @@ def _listening(url: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def _accepts(family: socket.AddressFamily, address: Any) -> bool:
+    """:func:`_listening` for an address already resolved: no lookup, no import."""
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as knock:
+            knock.settimeout(2)
+            return knock.connect_ex(address) == 0
+    except OSError:
+        return False
