@@ -128,7 +128,11 @@ class RunningServer:
         return self.post("/__shutdown__", headers={"Authorization": f"Bearer {bearer}"})
 
     def wait(self, timeout: float = 5.0) -> int:
-        return self.process.wait(timeout=timeout)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            tail = self.output()[-3000:]
+            raise AssertionError(f"still running after {timeout:g}s; its output:\n{tail}") from None
 
     def signal(self, signum: int) -> None:
         os.kill(self.pid, signum)

@@ -226,13 +226,16 @@ def test_uwsgi_without_a_token_serves_untouched(
     project: Path, servers: Callable[..., RunningServer]
 ) -> None:
     port = free_port()
+    # On SIGINT each uWSGI worker calls exit() inside its signal handler (uWSGI's end_me), which
+    # can deadlock when the signal lands in malloc: once in the full parallel suite, a worker
+    # never ended and its master waited out uWSGI's 60 s mercy. uWSGI's own bound, lowered:
+    # a stuck worker is killed after 5 s and the master still exits 0. The test is about
+    # pass-through, not about uWSGI's stop.
     argv = [str(BIN / "uwsgi"), "--http-socket", f"127.0.0.1:{port}", "--wsgi-file", "wsgi.py",
-            "--master", "--processes", "2"]  # fmt: skip
+            "--master", "--processes", "2", "--worker-reload-mercy", "5"]  # fmt: skip
     server = servers(argv, cwd=project, port=port, token=None, background=False).wait_listening()
     assert server.get("/get").status_code == 200
     assert server.post("/__shutdown__").status_code == 404, "httpbin's own 404: no route added"
     server.signal(signal.SIGINT)
-    # uWSGI's master stops its workers one by one; with both CPUs busy (the full parallel
-    # suite) that once took more than 10 s. The test is about pass-through, not speed.
-    assert server.wait(timeout=30) == 0, server.output()[-2000:]
+    assert server.wait(timeout=30) == 0
     assert data_files(project) == []
