@@ -169,9 +169,11 @@ def covguard_url(request: pytest.FixtureRequest) -> str:
     return server.url
 
 
+# The fixtures are classmethods: pytest 9 deprecates session fixtures bound to an instance.
 class _BaseUrl:
     @pytest.fixture(scope="session")
-    def base_url(self, request: pytest.FixtureRequest) -> str:
+    @classmethod
+    def base_url(cls, request: pytest.FixtureRequest) -> str:
         """``--base-url`` or the ``base_url`` ini value if given, else :func:`covguard_url`."""
         config = request.config
         given = config.getoption("base_url", None)
@@ -190,8 +192,9 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-network
 
 class _Chromium:
     @pytest.fixture(scope="session")
+    @classmethod
     def browser_type_launch_args(
-        self, browser_type_launch_args: dict[str, Any], pytestconfig: pytest.Config
+        cls, browser_type_launch_args: dict[str, Any], pytestconfig: pytest.Config
     ) -> dict[str, Any]:
         """pytest-playwright's launch arguments, with the Chromium configured."""
         name = os.environ.get(CHROMIUM_ENV) or str(pytestconfig.getini("covguard_chromium"))
