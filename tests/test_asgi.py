@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import requests
 from live import TOKEN, RunningServer, data_files, free_port, measured_lines, wait_in_flight
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 PY = sys.executable
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -189,3 +191,51 @@ def test_uvicorn_workers_stop_together_and_their_union_is_coverage_runs(
     )
     assert len(data_files(notes)) == 2
     assert measured_lines(notes, "notesapi") == reference(notes, servers)
+
+
+def test_an_open_websocket_is_drained_and_ends_the_stop_when_it_closes(
+    notes: Path, servers: Callable[..., RunningServer]
+) -> None:
+    port = free_port()
+    server = servers(uvicorn("notes_entry:app", port), cwd=notes, port=port).wait_listening()
+    with connect(f"ws://127.0.0.1:{port}/ws/echo", open_timeout=10) as socket:
+        socket.send("before")
+        assert socket.recv(timeout=10) == "before"
+        wait_in_flight(server.url, 1)
+        assert server.shutdown().status_code == 202
+        time.sleep(0.5)  # the stop is draining: the websocket still answers
+        socket.send("during")
+        assert socket.recv(timeout=10) == "during"
+        assert server.process.poll() is None
+    began = time.monotonic()
+    assert server.wait(timeout=5) == 0, server.output()
+    assert time.monotonic() - began < 3, "the stop went on once the websocket closed"
+    assert "cutting" not in server.output()
+
+
+def test_a_websocket_open_at_drain_timeout_is_closed_cleanly_and_the_server_exits_0(
+    notes: Path, servers: Callable[..., RunningServer]
+) -> None:
+    (notes / "deaf_entry.py").write_text(
+        "import wsgi_covguard\nwsgi_covguard.start()\nimport notesapi\n"
+        "app = wsgi_covguard.CovGuardASGI(notesapi.api, drain_timeout=1.0)\n"
+    )
+    port = free_port()
+    server = servers(uvicorn("deaf_entry:app", port), cwd=notes, port=port).wait_listening()
+    with connect(f"ws://127.0.0.1:{port}/ws/deaf", open_timeout=10) as socket:
+        assert socket.recv(timeout=10) == "hello"
+        began = time.monotonic()
+        assert server.shutdown().status_code == 202
+        with pytest.raises(ConnectionClosed):
+            socket.recv(timeout=10)
+        assert socket.close_code == 1012, "service restart: the server stops"
+    assert server.wait(timeout=5) == 0, server.output()
+    assert time.monotonic() - began < 5
+    assert (notes / "deaf-ended.log").read_text() == "ended\n", "the app's cleanup ran"
+    assert (notes / "lifespan-shutdown.log").exists()
+    cut = [line for line in server.output().splitlines() if "cutting" in line]
+    assert cut == [
+        "covguard: 1 request(s) still in flight after drain_timeout=1.0s; stopping anyway,"
+        " cutting WEBSOCKET /ws/deaf"
+    ]
+    assert "Traceback" not in server.output()

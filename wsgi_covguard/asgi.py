@@ -12,9 +12,10 @@ control routes are :class:`~.guard.Guard`'s, exactly as under WSGI; everything e
 (``http``, ``websocket`` and ``lifespan`` scopes, streaming bodies, background
 tasks) passes through untouched. An HTTP request is in flight until the app's call
 returns (its last body message sent, its background tasks done); a websocket until
-it closes. The control handlers block (they read and write data files), so they run
-in a thread of the event loop's executor; a handler that reads the body asks the
-loop for it from there, and only as much as the route allows.
+it closes, or until ``drain_timeout`` at a stop: then it is closed (1012). The
+control handlers block (they read and write data files), so they run in a thread of
+the event loop's executor; a handler that reads the body asks the loop for it from
+there, and only as much as the route allows.
 
 The stop: uvicorn's own graceful path, the flag its signal handler sets
 (:class:`~.stopping.SetShouldExit`), without a signal for uvicorn to raise again
@@ -26,6 +27,7 @@ process dies of it, as the sender expects, once the data is saved.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -82,11 +84,62 @@ class CovGuardASGI(Door):
             if answer is not None:
                 await _send_answer(answer, send)
                 return
+        if scope["type"] == "websocket":
+            await _serve_websocket(self.app, guard, scope, receive, send)
+            return
         began = guard.enter(scope)
         try:
             await self.app(scope, receive, send)
         finally:
             guard.leave(scope, began)
+
+
+async def _serve_websocket(
+    app: ASGIApp, guard: Guard, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """The app's websocket, in flight until it ends; ended cleanly if the drain runs out.
+
+    An open websocket has no end of its own, and an app that only sends never
+    hears that its client left: its task would hold the server's graceful stop for
+    ever. So when the drain runs out, the app's call is cancelled (its ``finally``
+    blocks run) and the socket, if still open, closed with 1012 ("service restart",
+    what uvicorn sends its clients when it stops).
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    ended = False
+    state = {"accepted": False, "closed": False}
+
+    def end_here() -> None:
+        nonlocal ended
+        ended = True
+        task.cancel()
+
+    async def watched(message: Message) -> None:
+        kind = message["type"]
+        if kind == "websocket.accept":
+            state["accepted"] = True
+        elif kind in ("websocket.close", "websocket.http.response.start"):
+            state["closed"] = True
+        await send(message)
+
+    def end() -> None:  # from the stopping thread
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to end
+            loop.call_soon_threadsafe(end_here)
+
+    began = guard.enter(scope, end=end)
+    try:
+        await app(scope, receive, watched)
+    except asyncio.CancelledError:
+        if not ended:
+            raise  # the server's own cancellation, not ours
+        task.uncancel()
+        if state["accepted"] and not state["closed"]:
+            with contextlib.suppress(Exception):  # the client may be gone already
+                await send({"type": "websocket.close", "code": 1012})
+    finally:
+        guard.leave(scope, began)
 
 
 def _control_request(

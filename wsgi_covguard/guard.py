@@ -52,6 +52,8 @@ class Guard:
         self._lock = threading.Lock()
         # The requests passed to the app and not finished: id(request) -> request.
         self._running: dict[int, Any] = {}
+        # How to end those the door can end when the drain runs out (ASGI websockets).
+        self._enders: dict[int, Callable[[], object]] = {}
         # When the stop must be over, once a shutdown began: one drain_timeout in all.
         self._deadline: float | None = None
         self._named_cut: set[int] = set()  # requests said to be cut (named once)
@@ -122,17 +124,24 @@ class Guard:
         guard.announce(shutdown_path)
         return guard
 
-    def enter(self, request: Any) -> int:
-        """Count ``request`` in flight; returns what :meth:`leave` needs back."""
+    def enter(self, request: Any, end: Callable[[], object] | None = None) -> int:
+        """Count ``request`` in flight; returns what :meth:`leave` needs back.
+
+        ``end``, if given, ends the request cleanly when the drain runs out (an open
+        websocket has no end of its own); it is called from the stopping thread.
+        """
         began = len(self.session.contexts)
         with self._lock:
             self._running[id(request)] = request
+            if end is not None:
+                self._enders[id(request)] = end
         return began
 
     def leave(self, request: Any, began: int) -> None:
         """``request`` is over; note it if the context changed while it ran."""
         with self._lock:
             self._running.pop(id(request), None)
+            self._enders.pop(id(request), None)
         if began != len(self.session.contexts):
             self.session.note_overlap(self._name_of(request), began - 1)
 
@@ -195,6 +204,7 @@ class Guard:
                 if key not in self._named_cut
             ]
             self._named_cut.update(self._running)
+            enders = list(self._enders.values())
         if cut:
             shown = ", ".join(cut[:5]) + (f" and {len(cut) - 5} more" if len(cut) > 5 else "")
             say(
@@ -202,6 +212,11 @@ class Guard:
                 f" stopping anyway, cutting {shown}",
                 logging.WARNING,
             )
+        for end in enders:
+            end()
+        ending = time.monotonic() + 1.0  # the ended ones run their cleanup, and leave
+        while self._enders and time.monotonic() < ending:
+            time.sleep(0.01)
 
 
 class Door:

@@ -1,11 +1,12 @@
-"""A small FastAPI app (ASGI) with a slow route, a streamed one, a background task and a
-lifespan whose shutdown leaves a mark: what the ASGI door must pass through untouched."""
+"""A small FastAPI app (ASGI) with a slow route, a streamed one, a background task,
+websockets (one that answers, one that never listens) and a lifespan whose shutdown
+leaves a mark: what the ASGI door must pass through untouched."""
 
 import asyncio
 import os
 from contextlib import asynccontextmanager
 
-from fastapi import BackgroundTasks, FastAPI
+from fastapi import BackgroundTasks, FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 
 
@@ -55,3 +56,25 @@ def add(text: str, tasks: BackgroundTasks) -> dict[str, str]:
 @api.get("/never")
 def never() -> dict[str, str]:
     return {"never": "asked"}  # no test asks for it: whoever does adds this line
+
+
+@api.websocket("/ws/echo")
+async def echo(websocket: WebSocket) -> None:
+    await websocket.accept()
+    try:
+        while True:
+            await websocket.send_text(await websocket.receive_text())
+    except WebSocketDisconnect:
+        pass
+
+
+@api.websocket("/ws/deaf")
+async def deaf(websocket: WebSocket) -> None:
+    """Sends once, then never listens: it cannot hear its client leave, nor end by itself."""
+    await websocket.accept()
+    await websocket.send_text("hello")
+    try:
+        await asyncio.Event().wait()
+    finally:
+        with open("deaf-ended.log", "a") as log:  # its cleanup ran
+            log.write("ended\n")
