@@ -1,7 +1,8 @@
 # Two commands on a fresh machine:
 #   make demo   the Flask example under waitress + wsgi_covguard, its browser tests (headless
 #               Chromium) against the live server, the shutdown route, a report and htmlcov/
-#               (make demo-bottle, -pyramid, -falcon, -django: the other examples)
+#               (make demo-bottle, -pyramid, -falcon, -django: the other examples; make
+#               demo-fastapi: the ASGI one, under uvicorn)
 #   make test   lint, types, and every test on Python 3.11 (ctrace), 3.12 and 3.13 (sysmon)
 # Each sets itself up: virtual environments, `pip install -e .[test]`, Debian's chromium.
 
@@ -15,7 +16,7 @@ VENV313 := .venv-3.13
 PYTEST_ARGS ?= -n 2
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo demo-flask demo-bottle demo-pyramid demo-falcon demo-django test lint venv chromium screenshot bench stress clean
+.PHONY: demo demo-flask demo-bottle demo-pyramid demo-falcon demo-django demo-fastapi test lint venv chromium screenshot bench stress clean
 
 venv: $(VENV)/.installed
 
@@ -62,6 +63,13 @@ demo-flask demo-bottle demo-pyramid demo-falcon demo-django: demo-%: $(VENV)/.in
 	COVERAGE_RCFILE=examples/$*/.coveragerc $(VENV)/bin/covguard run wsgi:application \
 		--app-dir examples/$* --server waitress --html htmlcov \
 		-- $(VENV)/bin/python -m pytest -p no:cacheprovider examples/$*/tests
+
+# The ASGI example: FastAPI under uvicorn, measured by CovGuardASGI.
+demo-fastapi: $(VENV)/.installed chromium
+	rm -rf htmlcov .coverage .coverage.*
+	COVERAGE_RCFILE=examples/fastapi/.coveragerc $(VENV)/bin/covguard run asgi:app \
+		--app-dir examples/fastapi --server uvicorn --html htmlcov \
+		-- $(VENV)/bin/python -m pytest -p no:cacheprovider examples/fastapi/tests
 
 # Overhead, measured side by side (benchmarks/bench.py), and how reading the coverage grows with
 # the code and the workers (benchmarks/scale.py); prints tables, checks nothing.

@@ -12,21 +12,23 @@ import pytest
 from live import ROOT, data_files, measured_lines
 
 PY = sys.executable
+#: example -> (its package, its entry point)
 EXAMPLES = {
-    "flask": "taskboard",
-    "bottle": "guestbook",
-    "pyramid": "bookshelf",
-    "falcon": "notebook",
-    "django": "recipes",
+    "flask": ("taskboard", "wsgi:application"),
+    "bottle": ("guestbook", "wsgi:application"),
+    "pyramid": ("bookshelf", "wsgi:application"),
+    "falcon": ("notebook", "wsgi:application"),
+    "django": ("recipes", "wsgi:application"),
+    "fastapi": ("shortlinks", "asgi:app"),
 }
 
 
 @pytest.fixture(params=list(EXAMPLES))
-def example(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, str]:
+def example(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, str, str]:
     name = str(request.param)
     folder = tmp_path / name
     shutil.copytree(ROOT / "examples" / name, folder, ignore=shutil.ignore_patterns("__pycache__"))
-    return folder, EXAMPLES[name]
+    return folder, *EXAMPLES[name]
 
 
 def clean_env() -> dict[str, str]:
@@ -34,11 +36,11 @@ def clean_env() -> dict[str, str]:
 
 
 def test_under_covguard_run_the_tests_pass_and_the_report_names_the_app(
-    example: tuple[Path, str],
+    example: tuple[Path, str, str],
 ) -> None:
-    folder, package = example
+    folder, package, entry = example
     done = subprocess.run(
-        [PY, "-m", "wsgi_covguard", "run", "wsgi:application", "--html", "htmlcov", "--",
+        [PY, "-m", "wsgi_covguard", "run", entry, "--html", "htmlcov", "--",
          PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
         cwd=folder, env=clean_env(), capture_output=True, text=True, timeout=180,
     )  # fmt: skip
@@ -48,8 +50,10 @@ def test_under_covguard_run_the_tests_pass_and_the_report_names_the_app(
     assert (folder / "htmlcov" / "index.html").exists()
 
 
-def test_on_their_own_the_tests_start_and_stop_the_server(example: tuple[Path, str]) -> None:
-    folder, package = example
+def test_on_their_own_the_tests_start_and_stop_the_server(
+    example: tuple[Path, str, str],
+) -> None:
+    folder, package, _ = example
     done = subprocess.run(
         [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
         cwd=folder, env=clean_env(), capture_output=True, text=True, timeout=180,
