@@ -41,6 +41,18 @@ def uvicorn(app: str, port: int) -> list[str]:
     return [PY, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
 
 
+def hypercorn(app: str, port: int) -> list[str]:
+    """hypercorn's command line: a master, and one worker it spawns (its default)."""
+    return [PY, "-m", "hypercorn", app, "--bind", f"127.0.0.1:{port}"]
+
+
+#: server -> (its command line, its single-process command line for ``coverage run``)
+SERVERS = {
+    "uvicorn": (uvicorn, uvicorn),
+    "hypercorn": (hypercorn, lambda app, port: [*hypercorn(app, port), "--workers", "0"]),
+}
+
+
 def drive(url: str) -> None:
     assert requests.get(f"{url}/hello", timeout=10).json() == {"hello": "world"}
     assert requests.get(f"{url}/notes/1", timeout=10).json()["text"] == "buy milk"
@@ -54,8 +66,11 @@ def notes(plainapp: Path) -> Path:
     return plainapp
 
 
-def reference(folder: Path, servers: Callable[..., RunningServer]) -> dict[str, set[int]]:
-    """``coverage run`` around uvicorn, saved by SIGTERM (``[run] sigterm = true``)."""
+def reference(
+    folder: Path, servers: Callable[..., RunningServer], server: str = "uvicorn"
+) -> dict[str, set[int]]:
+    """``coverage run`` around ``server`` in one process, saved by SIGTERM
+    (``[run] sigterm = true``)."""
     reference = folder / "reference"
     reference.mkdir()
     for name in ("notesapi.py", ".coveragerc"):
@@ -63,19 +78,22 @@ def reference(folder: Path, servers: Callable[..., RunningServer]) -> dict[str, 
     with (reference / ".coveragerc").open("a") as rc:
         rc.write("sigterm = true\n")
     port = free_port()
-    argv = [PY, "-m", "coverage", "run", "-p", "-m", "uvicorn", "notesapi:api", "--port", str(port)]
-    server = servers(argv, cwd=reference, port=port, token=None).wait_listening()
-    drive(server.url)
-    server.signal(signal.SIGTERM)
-    server.wait(timeout=10)
+    single = SERVERS[server][1]("notesapi:api", port)
+    argv = [PY, "-m", "coverage", "run", "-p", *single[1:]]
+    running = servers(argv, cwd=reference, port=port, token=None).wait_listening()
+    drive(running.url)
+    running.signal(signal.SIGTERM)
+    running.wait(timeout=10)
     return measured_lines(reference, "notesapi")
 
 
-def test_uvicorn_as_ci_starts_it_refuses_what_wsgi_refuses_and_stops_with_exit_0(
-    notes: Path, servers: Callable[..., RunningServer]
+@pytest.mark.parametrize("name", list(SERVERS))
+def test_as_ci_starts_it_refuses_what_wsgi_refuses_and_stops_with_exit_0(
+    name: str, notes: Path, servers: Callable[..., RunningServer]
 ) -> None:
     port = free_port()
-    server = servers(uvicorn("notes_entry:app", port), cwd=notes, port=port).wait_listening()
+    argv = SERVERS[name][0]("notes_entry:app", port)
+    server = servers(argv, cwd=notes, port=port).wait_listening()
     drive(server.url)
     url = server.url
     refused = [
@@ -91,13 +109,15 @@ def test_uvicorn_as_ci_starts_it_refuses_what_wsgi_refuses_and_stops_with_exit_0
     status = requests.get(f"{url}/__coverage__/status", headers=BEARER, timeout=10).json()
     assert status["in_flight"] == 0
     began = time.monotonic()
-    assert server.shutdown().status_code == 202
+    answer = server.shutdown()
+    assert answer.status_code == 202
     assert server.wait(timeout=5) == 0, server.output()
     assert time.monotonic() - began < 5
-    assert (notes / "lifespan-shutdown.log").read_text().strip() == str(server.pid)
+    serving = answer.json()["pid"]  # hypercorn's worker; uvicorn's one process
+    assert (notes / "lifespan-shutdown.log").read_text().strip() == str(serving)
     assert len(data_files(notes)) == 1
     measured = measured_lines(notes, "notesapi")
-    assert measured == reference(notes, servers)
+    assert measured == reference(notes, servers, name)
     never = (
         (notes / "notesapi.py")
         .read_text()
@@ -107,11 +127,13 @@ def test_uvicorn_as_ci_starts_it_refuses_what_wsgi_refuses_and_stops_with_exit_0
     assert never + 1 not in measured["notesapi.py"], "the control requests reached no app line"
 
 
+@pytest.mark.parametrize("name", list(SERVERS))
 def test_a_streamed_request_in_flight_at_the_shutdown_completes(
-    notes: Path, servers: Callable[..., RunningServer]
+    name: str, notes: Path, servers: Callable[..., RunningServer]
 ) -> None:
     port = free_port()
-    server = servers(uvicorn("notes_entry:app", port), cwd=notes, port=port).wait_listening()
+    argv = SERVERS[name][0]("notes_entry:app", port)
+    server = servers(argv, cwd=notes, port=port).wait_listening()
     slow: dict[str, object] = {}
 
     def fetch() -> None:
@@ -127,14 +149,22 @@ def test_a_streamed_request_in_flight_at_the_shutdown_completes(
     assert server.wait(timeout=10) == 0, server.output()
 
 
+@pytest.mark.parametrize(
+    ("name", "status"),
+    [
+        ("uvicorn", 128 + signal.SIGTERM),  # it dies of SIGTERM, as uvicorn alone would
+        ("hypercorn", 0),  # hypercorn's master exits 0 once its workers stopped
+    ],
+)
 def test_sigterm_from_a_supervisor_keeps_the_data(
-    notes: Path, servers: Callable[..., RunningServer]
+    name: str, status: int, notes: Path, servers: Callable[..., RunningServer]
 ) -> None:
     port = free_port()
-    server = servers(uvicorn("notes_entry:app", port), cwd=notes, port=port).wait_listening()
+    argv = SERVERS[name][0]("notes_entry:app", port)
+    server = servers(argv, cwd=notes, port=port).wait_listening()
     drive(server.url)
     server.signal(signal.SIGTERM)
-    assert server.wait(timeout=10) == 128 + signal.SIGTERM, "it dies of SIGTERM, as asked"
+    assert server.wait(timeout=10) == status, server.output()
     assert (notes / "lifespan-shutdown.log").exists(), "after uvicorn's graceful stop"
     assert "notesapi.py" in measured_lines(notes, "notesapi")
 
@@ -151,6 +181,22 @@ def test_covguard_run_serves_an_asgi_app_with_uvicorn_and_reports_it(notes: Path
     assert (notes / "lifespan-shutdown.log").exists()
 
 
+def test_covguard_serve_hypercorn_stops_through_its_own_graceful_path(
+    notes: Path, servers: Callable[..., RunningServer]
+) -> None:
+    port = free_port()
+    argv = [PY, "-m", "wsgi_covguard", "serve", "notesapi:api", "--server", "hypercorn",
+            "--port", str(port)]  # fmt: skip
+    server = servers(argv, cwd=notes, port=port).wait_listening()
+    drive(server.url)
+    assert server.shutdown().status_code == 202
+    assert server.wait(timeout=5) == 0, server.output()
+    assert "(hypercorn, core " in server.output()
+    assert (notes / "lifespan-shutdown.log").read_text().strip() == str(server.pid)
+    assert len(data_files(notes)) == 1
+    assert measured_lines(notes, "notesapi") == reference(notes, servers, "hypercorn")
+
+
 def test_a_wsgi_server_for_an_asgi_app_is_refused_in_one_line(notes: Path) -> None:
     done = subprocess.run(
         [PY, "-m", "wsgi_covguard", "serve", "notesapi:api", "--server", "waitress", "--port", "0"],
@@ -158,15 +204,17 @@ def test_a_wsgi_server_for_an_asgi_app_is_refused_in_one_line(notes: Path) -> No
     )  # fmt: skip
     assert done.returncode != 0
     assert done.stderr.strip().splitlines()[-1] == (
-        "covguard: 'notesapi:api' is an ASGI application; serve it with --server uvicorn"
+        "covguard: 'notesapi:api' is an ASGI application; serve it with --server uvicorn or"
+        " hypercorn"
     )
 
 
-def test_uvicorn_workers_stop_together_and_their_union_is_coverage_runs(
-    notes: Path, servers: Callable[..., RunningServer]
+@pytest.mark.parametrize("name", list(SERVERS))
+def test_workers_stop_together_and_their_union_is_coverage_runs(
+    name: str, notes: Path, servers: Callable[..., RunningServer]
 ) -> None:
     port = free_port()
-    argv = [*uvicorn("notes_entry:app", port), "--workers", "2"]
+    argv = [*SERVERS[name][0]("notes_entry:app", port), "--workers", "2"]
     server = servers(argv, cwd=notes, port=port).wait_listening()
     deadline = time.monotonic() + 20
     while True:  # the supervisor listens before its workers are ready
@@ -190,14 +238,16 @@ def test_uvicorn_workers_stop_together_and_their_union_is_coverage_runs(
         "both workers' lifespans"
     )
     assert len(data_files(notes)) == 2
-    assert measured_lines(notes, "notesapi") == reference(notes, servers)
+    assert measured_lines(notes, "notesapi") == reference(notes, servers, name)
 
 
+@pytest.mark.parametrize("name", list(SERVERS))
 def test_an_open_websocket_is_drained_and_ends_the_stop_when_it_closes(
-    notes: Path, servers: Callable[..., RunningServer]
+    name: str, notes: Path, servers: Callable[..., RunningServer]
 ) -> None:
     port = free_port()
-    server = servers(uvicorn("notes_entry:app", port), cwd=notes, port=port).wait_listening()
+    argv = SERVERS[name][0]("notes_entry:app", port)
+    server = servers(argv, cwd=notes, port=port).wait_listening()
     with connect(f"ws://127.0.0.1:{port}/ws/echo", open_timeout=10) as socket:
         socket.send("before")
         assert socket.recv(timeout=10) == "before"
@@ -213,15 +263,25 @@ def test_an_open_websocket_is_drained_and_ends_the_stop_when_it_closes(
     assert "cutting" not in server.output()
 
 
+@pytest.mark.parametrize(
+    ("name", "drained_by"),
+    [
+        ("uvicorn", "covguard"),  # uvicorn waits for ever: the door's drain_timeout ends it
+        ("hypercorn", "hypercorn"),  # its workers drain themselves, for --graceful-timeout
+    ],
+)
 def test_a_websocket_open_at_drain_timeout_is_closed_cleanly_and_the_server_exits_0(
-    notes: Path, servers: Callable[..., RunningServer]
+    name: str, drained_by: str, notes: Path, servers: Callable[..., RunningServer]
 ) -> None:
     (notes / "deaf_entry.py").write_text(
         "import wsgi_covguard\nwsgi_covguard.start()\nimport notesapi\n"
         "app = wsgi_covguard.CovGuardASGI(notesapi.api, drain_timeout=1.0)\n"
     )
     port = free_port()
-    server = servers(uvicorn("deaf_entry:app", port), cwd=notes, port=port).wait_listening()
+    argv = SERVERS[name][0]("deaf_entry:app", port)
+    if name == "hypercorn":
+        argv += ["--graceful-timeout", "1"]
+    server = servers(argv, cwd=notes, port=port).wait_listening()
     with connect(f"ws://127.0.0.1:{port}/ws/deaf", open_timeout=10) as socket:
         assert socket.recv(timeout=10) == "hello"
         began = time.monotonic()
@@ -234,8 +294,14 @@ def test_a_websocket_open_at_drain_timeout_is_closed_cleanly_and_the_server_exit
     assert (notes / "deaf-ended.log").read_text() == "ended\n", "the app's cleanup ran"
     assert (notes / "lifespan-shutdown.log").exists()
     cut = [line for line in server.output().splitlines() if "cutting" in line]
-    assert cut == [
-        "covguard: 1 request(s) still in flight after drain_timeout=1.0s; stopping anyway,"
-        " cutting WEBSOCKET /ws/deaf"
-    ]
-    assert "Traceback" not in server.output()
+    said = {
+        "covguard": [
+            "covguard: 1 request(s) still in flight after drain_timeout=1.0s; stopping anyway,"
+            " cutting WEBSOCKET /ws/deaf"
+        ],
+        "hypercorn": [],  # hypercorn cancels it; the door closes it with 1012 all the same
+    }
+    assert cut == said[drained_by]
+    assert "wsgi_covguard" not in server.output(), "no traceback goes through the door"
+    if drained_by == "covguard":  # hypercorn logs the cancellation of its own task
+        assert "Traceback" not in server.output()

@@ -132,12 +132,14 @@ async def _serve_websocket(
     try:
         await app(scope, receive, watched)
     except asyncio.CancelledError:
-        if not ended:
-            raise  # the server's own cancellation, not ours
-        task.uncancel()
+        # Ours (the drain ran out), or the server's own at the end of its graceful stop
+        # (hypercorn's --graceful-timeout): either way the client hears why it ends.
         if state["accepted"] and not state["closed"]:
             with contextlib.suppress(Exception):  # the client may be gone already
                 await send({"type": "websocket.close", "code": 1012})
+        if not ended:
+            raise  # the server's cancellation goes on
+        task.uncancel()
     finally:
         guard.leave(scope, began)
 

@@ -152,7 +152,9 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=int, help="threads per process (default: the server's own)"
     )
-    parser.add_argument("--workers", type=int, help="worker processes, gunicorn only (default: 1)")
+    parser.add_argument(
+        "--workers", type=int, help="worker processes, gunicorn and granian (default: 1)"
+    )
     parser.add_argument(
         "--app-dir", default=".", help="folder to import APP from (default: the current one)"
     )
@@ -193,7 +195,9 @@ def _serve(args: argparse.Namespace) -> int:
         name = args.server or ("uvicorn" if asgi else "waitress")
         if asgi != (name in ASGI_SERVERS):
             kind, servers = (
-                ("an ASGI", "uvicorn") if asgi else ("a WSGI", "waitress, werkzeug, ...")
+                ("an ASGI", "uvicorn or hypercorn")
+                if asgi
+                else ("a WSGI", "waitress, werkzeug, ...")
             )
             raise ConfigError(
                 f"{args.app!r} is {kind} application; serve it with --server {servers}"

@@ -1,7 +1,7 @@
 """Pre-fork servers: which they are, and how a process or a request knows it is in one.
 
-gunicorn, granian and uvicorn (``--workers``, ``--reload``) serve from worker
-processes under a master. Each worker
+gunicorn, granian, uvicorn (``--workers``, ``--reload``) and hypercorn (its command
+line: one worker or more) serve from worker processes under a master. Each worker
 holds part of the data (see :mod:`.workers`), the stop goes to the master (see
 :mod:`.stopping`), and ``covguard serve`` starts them differently (see
 :mod:`.servers`). What marks them lives here, and only here.
@@ -25,13 +25,17 @@ LOADS_IN_WORKERS = frozenset({"granian"})
 
 def in_prefork_process() -> bool:
     """True in a process of a pre-fork server: gunicorn's master or workers (``--preload``
-    imports the app in the master), or a granian or uvicorn worker (a multiprocessing
-    child of the server's supervisor)."""
+    imports the app in the master), or a granian, uvicorn or hypercorn worker (a
+    multiprocessing child of the server's supervisor)."""
     if "gunicorn" in sys.modules:
         return True
     mp = sys.modules.get("multiprocessing")
     child = mp is not None and mp.parent_process() is not None
-    return child and ("granian" in sys.modules or "uvicorn" in sys.modules)
+    return child and any(server in sys.modules for server in _SUPERVISED)
+
+
+#: Servers whose supervisor starts its workers with multiprocessing.
+_SUPERVISED = ("granian", "uvicorn", "hypercorn")
 
 
 def serves_prefork(environ: Mapping[str, Any]) -> bool:

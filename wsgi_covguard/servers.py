@@ -176,6 +176,25 @@ def _uvicorn(app: Any, host: str, port: int, options: Options) -> Server:
     return Server("uvicorn", host, listener.getsockname()[1], run, SetShouldExit(server))
 
 
+def _hypercorn(app: Any, host: str, port: int, options: Options) -> Server:
+    import asyncio
+
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    listener = socket.create_server((host, port))
+    config = Config()
+
+    def run() -> None:
+        config.bind = [f"fd://{listener.fileno()}"]  # held open until hypercorn takes it
+        # Without a shutdown trigger, hypercorn's loop handles SIGINT and SIGTERM: its
+        # graceful stop (connections finish, the lifespan shutdown runs), then run() returns.
+        asyncio.run(serve(app, config))
+
+    return Server("hypercorn", host, listener.getsockname()[1], run,
+                  TerminateMaster(in_master=True))  # fmt: skip
+
+
 _Launcher = Callable[[Any, str, int, Options], Server]
 
 #: name -> (launcher, module it needs, extra that installs it)
@@ -187,10 +206,11 @@ SERVERS: dict[str, tuple[_Launcher, str, str | None]] = {
     "gunicorn": (_gunicorn, "gunicorn", "gunicorn"),
     "granian": (_granian, "granian", "granian"),
     "uvicorn": (_uvicorn, "uvicorn", "uvicorn"),
+    "hypercorn": (_hypercorn, "hypercorn", "hypercorn"),
 }
 
 #: Servers of ASGI applications; the others serve WSGI ones.
-ASGI_SERVERS = frozenset({"uvicorn"})
+ASGI_SERVERS = frozenset({"uvicorn", "hypercorn"})
 
 
 def check_available(name: str, options: Options = Options()) -> None:

@@ -192,21 +192,46 @@ def _uvicorn_server() -> Any | None:
 
 
 def find_asgi_stopper() -> Stopper:
-    """Choose how to stop the ASGI server of this process: uvicorn's flag, else SIGINT."""
+    """Choose how to stop the ASGI server of this process.
+
+    uvicorn: its flag. A server whose event loop handles SIGTERM (hypercorn in one
+    process: ``loop.add_signal_handler``): SIGTERM to this process, its own graceful
+    stop. Else SIGINT to the main thread.
+    """
     server = _uvicorn_server()
-    return SetShouldExit(server) if server is not None else InterruptMain()
+    if server is not None:
+        return SetShouldExit(server)
+    if _loop_handles(signal.SIGTERM):
+        return TerminateMaster(in_master=True)
+    return InterruptMain()
+
+
+def _loop_handles(signum: int) -> bool:
+    """True if an asyncio event loop of this process handles ``signum``: the C-level
+    handler asyncio installs then is its no-op, the loop reads the signal from its
+    wake-up descriptor."""
+    handler = signal.getsignal(signum)
+    return getattr(handler, "__module__", "") == "asyncio.unix_events" and (
+        getattr(handler, "__name__", "") == "_sighandler_noop"
+    )
 
 
 def keep_sigterm_data(session: Any) -> None:
-    """Under uvicorn, let SIGTERM stop gracefully, save, and only then end the process.
+    """Under uvicorn, let SIGTERM stop gracefully, save, and only then end the process
+    (and in a hypercorn worker, see :func:`_hypercorn_worker_sigterm`).
 
     uvicorn stops gracefully on SIGTERM and then raises it again, with the handler
     it found first restored: the default one, which ends the process past ``atexit``
     and loses the data. So SIGTERM sets the flag (as our stop does), and the process
     dies of it after the session has finished and saved.
     """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if "hypercorn" in sys.modules and _hypercorn_shutdown_event() is not None:
+        signal.signal(signal.SIGTERM, _hypercorn_worker_sigterm)
+        return
     server = _uvicorn_server()
-    if server is None or threading.current_thread() is not threading.main_thread():
+    if server is None:
         return
 
     def graceful(signum: int, frame: FrameType | None) -> None:
@@ -220,6 +245,32 @@ def keep_sigterm_data(session: Any) -> None:
         atexit.register(terminate)
 
     signal.signal(signal.SIGTERM, graceful)
+
+
+def _hypercorn_shutdown_event() -> Any | None:
+    """In a worker of hypercorn's command line: the event its master sets to stop them all."""
+    import multiprocessing
+
+    if multiprocessing.parent_process() is None:
+        return None
+    kwargs = getattr(multiprocessing.current_process(), "_kwargs", {})
+    event = kwargs.get("shutdown_event") if isinstance(kwargs, dict) else None
+    return event if hasattr(event, "is_set") else None
+
+
+def _hypercorn_worker_sigterm(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM in a hypercorn worker: wait for the graceful stop if one is under way.
+
+    hypercorn's master sets the workers' shutdown event, and as soon as the first
+    worker has stopped it terminates the others, cutting their graceful stop (and
+    their requests in flight) and ending them past ``atexit``: their data would be
+    lost. While the event is set the worker is stopping already: it goes on, and
+    saves at its exit (the master waits for it). Otherwise it exits now, and saves.
+    """
+    event = _hypercorn_shutdown_event()
+    if event is not None and event.is_set():
+        return
+    raise SystemExit(128 + signum)
 
 
 def find_stopper(environ: WSGIEnvironment) -> Stopper:
