@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -36,7 +37,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from .guard import Door, Guard
 from .messages import Answer, ControlRequest
-from .prefork import in_prefork_process
+from .prefork import hypercorn_stop_event, in_prefork_process
 from .stopping import Stopper, TerminateMaster, find_asgi_stopper, keep_sigterm_data
 
 __all__ = ["CovGuardASGI"]
@@ -59,6 +60,14 @@ class CovGuardASGI(Door):
 
     def _opened(self, guard: Guard) -> None:
         keep_sigterm_data(guard.session)  # uvicorn would lose the data on SIGTERM
+        stop = hypercorn_stop_event()
+        if stop is not None:
+            # hypercorn's workers stop when their master sets this event, however it was
+            # asked to stop; an open websocket would hold the worker (for ever on 3.12+):
+            # drain_timeout after the event, the guard ends those still open.
+            threading.Thread(
+                target=_drain_once_set, args=(stop, guard), name="covguard-drain", daemon=True
+            ).start()
 
     @staticmethod
     def _name_of(scope: Scope) -> str:
@@ -142,6 +151,11 @@ async def _serve_websocket(
         task.uncancel()
     finally:
         guard.leave(scope, began)
+
+
+def _drain_once_set(stop: Any, guard: Guard) -> None:
+    stop.wait()
+    guard.drain()
 
 
 def _control_request(

@@ -14,7 +14,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LOADS_IN_WORKERS", "PREFORK", "children", "in_prefork_process", "serves_prefork"]
+__all__ = [
+    "LOADS_IN_WORKERS",
+    "PREFORK",
+    "children",
+    "hypercorn_stop_event",
+    "in_prefork_process",
+    "serves_prefork",
+]
 
 #: Servers with several processes (``--workers``).
 PREFORK = frozenset({"gunicorn", "granian"})
@@ -36,6 +43,20 @@ def in_prefork_process() -> bool:
 
 #: Servers whose supervisor starts its workers with multiprocessing.
 _SUPERVISED = ("granian", "uvicorn", "hypercorn")
+
+
+def hypercorn_stop_event() -> Any | None:
+    """In a worker of hypercorn's command line, the event its master sets to stop them all
+    (the worker's own ``shutdown_event`` argument); None elsewhere."""
+    if "hypercorn" not in sys.modules:
+        return None
+    import multiprocessing
+
+    if multiprocessing.parent_process() is None:
+        return None
+    kwargs = getattr(multiprocessing.current_process(), "_kwargs", None)
+    event = kwargs.get("shutdown_event") if isinstance(kwargs, dict) else None
+    return event if hasattr(event, "is_set") and hasattr(event, "wait") else None
 
 
 def serves_prefork(environ: Mapping[str, Any]) -> bool:

@@ -52,7 +52,7 @@ import threading
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .prefork import serves_prefork
+from .prefork import hypercorn_stop_event, serves_prefork
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
@@ -227,7 +227,7 @@ def keep_sigterm_data(session: Any) -> None:
     """
     if threading.current_thread() is not threading.main_thread():
         return
-    if "hypercorn" in sys.modules and _hypercorn_shutdown_event() is not None:
+    if hypercorn_stop_event() is not None:
         signal.signal(signal.SIGTERM, _hypercorn_worker_sigterm)
         return
     server = _uvicorn_server()
@@ -247,17 +247,6 @@ def keep_sigterm_data(session: Any) -> None:
     signal.signal(signal.SIGTERM, graceful)
 
 
-def _hypercorn_shutdown_event() -> Any | None:
-    """In a worker of hypercorn's command line: the event its master sets to stop them all."""
-    import multiprocessing
-
-    if multiprocessing.parent_process() is None:
-        return None
-    kwargs = getattr(multiprocessing.current_process(), "_kwargs", {})
-    event = kwargs.get("shutdown_event") if isinstance(kwargs, dict) else None
-    return event if hasattr(event, "is_set") else None
-
-
 def _hypercorn_worker_sigterm(signum: int, frame: FrameType | None) -> None:
     """SIGTERM in a hypercorn worker: wait for the graceful stop if one is under way.
 
@@ -267,7 +256,7 @@ def _hypercorn_worker_sigterm(signum: int, frame: FrameType | None) -> None:
     lost. While the event is set the worker is stopping already: it goes on, and
     saves at its exit (the master waits for it). Otherwise it exits now, and saves.
     """
-    event = _hypercorn_shutdown_event()
+    event = hypercorn_stop_event()
     if event is not None and event.is_set():
         return
     raise SystemExit(128 + signum)
