@@ -46,10 +46,20 @@ def hypercorn(app: str, port: int) -> list[str]:
     return [PY, "-m", "hypercorn", app, "--bind", f"127.0.0.1:{port}"]
 
 
-#: server -> (its command line, its single-process command line for ``coverage run``)
-SERVERS = {
-    "uvicorn": (uvicorn, uvicorn),
-    "hypercorn": (hypercorn, lambda app, port: [*hypercorn(app, port), "--workers", "0"]),
+def granian(app: str, port: int) -> list[str]:
+    """granian's command line: a master, and one worker it spawns (its default)."""
+    return [PY, "-m", "granian", "--interface", "asgi", app, "--host", "127.0.0.1", "--port",
+            str(port)]  # fmt: skip
+
+
+#: server -> its command line
+SERVERS = {"uvicorn": uvicorn, "hypercorn": hypercorn, "granian": granian}
+#: server -> the single-process command line ``coverage run`` measures for it: granian has
+#: none (its workers are always processes of their own), uvicorn's stands in
+SINGLE = {
+    "uvicorn": uvicorn,
+    "hypercorn": lambda app, port: [*hypercorn(app, port), "--workers", "0"],
+    "granian": uvicorn,
 }
 
 
@@ -78,7 +88,7 @@ def reference(
     with (reference / ".coveragerc").open("a") as rc:
         rc.write("sigterm = true\n")
     port = free_port()
-    single = SERVERS[server][1]("notesapi:api", port)
+    single = SINGLE[server]("notesapi:api", port)
     argv = [PY, "-m", "coverage", "run", "-p", *single[1:]]
     running = servers(argv, cwd=reference, port=port, token=None).wait_listening()
     drive(running.url)
@@ -92,7 +102,7 @@ def test_as_ci_starts_it_refuses_what_wsgi_refuses_and_stops_with_exit_0(
     name: str, notes: Path, servers: Callable[..., RunningServer]
 ) -> None:
     port = free_port()
-    argv = SERVERS[name][0]("notes_entry:app", port)
+    argv = SERVERS[name]("notes_entry:app", port)
     server = servers(argv, cwd=notes, port=port).wait_listening()
     drive(server.url)
     url = server.url
@@ -132,7 +142,7 @@ def test_a_streamed_request_in_flight_at_the_shutdown_completes(
     name: str, notes: Path, servers: Callable[..., RunningServer]
 ) -> None:
     port = free_port()
-    argv = SERVERS[name][0]("notes_entry:app", port)
+    argv = SERVERS[name]("notes_entry:app", port)
     server = servers(argv, cwd=notes, port=port).wait_listening()
     slow: dict[str, object] = {}
 
@@ -154,13 +164,14 @@ def test_a_streamed_request_in_flight_at_the_shutdown_completes(
     [
         ("uvicorn", 128 + signal.SIGTERM),  # it dies of SIGTERM, as uvicorn alone would
         ("hypercorn", 0),  # hypercorn's master exits 0 once its workers stopped
+        ("granian", 0),  # so does granian's
     ],
 )
 def test_sigterm_from_a_supervisor_keeps_the_data(
     name: str, status: int, notes: Path, servers: Callable[..., RunningServer]
 ) -> None:
     port = free_port()
-    argv = SERVERS[name][0]("notes_entry:app", port)
+    argv = SERVERS[name]("notes_entry:app", port)
     server = servers(argv, cwd=notes, port=port).wait_listening()
     drive(server.url)
     server.signal(signal.SIGTERM)
@@ -181,20 +192,24 @@ def test_covguard_run_serves_an_asgi_app_with_uvicorn_and_reports_it(notes: Path
     assert (notes / "lifespan-shutdown.log").exists()
 
 
-def test_covguard_serve_hypercorn_stops_through_its_own_graceful_path(
-    notes: Path, servers: Callable[..., RunningServer]
+@pytest.mark.parametrize("name", ["hypercorn", "granian"])
+def test_covguard_serve_serves_an_asgi_app_with_the_server_asked_for(
+    name: str, notes: Path, servers: Callable[..., RunningServer]
 ) -> None:
+    """hypercorn in this process; granian in a worker, which imports the app (granian's
+    master learns from a throwaway process that it is an ASGI one)."""
     port = free_port()
-    argv = [PY, "-m", "wsgi_covguard", "serve", "notesapi:api", "--server", "hypercorn",
+    argv = [PY, "-m", "wsgi_covguard", "serve", "notesapi:api", "--server", name,
             "--port", str(port)]  # fmt: skip
     server = servers(argv, cwd=notes, port=port).wait_listening()
     drive(server.url)
-    assert server.shutdown().status_code == 202
+    answer = server.shutdown()
+    assert answer.status_code == 202
     assert server.wait(timeout=5) == 0, server.output()
-    assert "(hypercorn, core " in server.output()
-    assert (notes / "lifespan-shutdown.log").read_text().strip() == str(server.pid)
+    assert f"({name}, " in server.output()
+    assert (notes / "lifespan-shutdown.log").read_text().strip() == str(answer.json()["pid"])
     assert len(data_files(notes)) == 1
-    assert measured_lines(notes, "notesapi") == reference(notes, servers, "hypercorn")
+    assert measured_lines(notes, "notesapi") == reference(notes, servers, name)
 
 
 def test_a_wsgi_server_for_an_asgi_app_is_refused_in_one_line(notes: Path) -> None:
@@ -214,7 +229,7 @@ def test_workers_stop_together_and_their_union_is_coverage_runs(
     name: str, notes: Path, servers: Callable[..., RunningServer]
 ) -> None:
     port = free_port()
-    argv = [*SERVERS[name][0]("notes_entry:app", port), "--workers", "2"]
+    argv = [*SERVERS[name]("notes_entry:app", port), "--workers", "2"]
     server = servers(argv, cwd=notes, port=port).wait_listening()
     deadline = time.monotonic() + 20
     while True:  # the supervisor listens before its workers are ready
@@ -246,7 +261,7 @@ def test_an_open_websocket_is_drained_and_ends_the_stop_when_it_closes(
     name: str, notes: Path, servers: Callable[..., RunningServer]
 ) -> None:
     port = free_port()
-    argv = SERVERS[name][0]("notes_entry:app", port)
+    argv = SERVERS[name]("notes_entry:app", port)
     server = servers(argv, cwd=notes, port=port).wait_listening()
     with connect(f"ws://127.0.0.1:{port}/ws/echo", open_timeout=10) as socket:
         socket.send("before")
@@ -274,7 +289,7 @@ def test_a_websocket_open_at_drain_timeout_is_closed_cleanly_and_the_server_exit
         "app = wsgi_covguard.CovGuardASGI(notesapi.api, drain_timeout=1.0)\n"
     )
     port = free_port()
-    argv = SERVERS[name][0]("deaf_entry:app", port)
+    argv = SERVERS[name]("deaf_entry:app", port)
     if name == "hypercorn":
         argv += ["--graceful-timeout", "5"]  # longer than the door's: the door's applies
     server = servers(argv, cwd=notes, port=port).wait_listening()

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -77,8 +78,9 @@ class CovGuardASGI(Door):
 
     @staticmethod
     def _stopper_of(request: ControlRequest) -> Stopper:
-        if in_prefork_process():  # uvicorn --workers or --reload: its supervisor stops them all
-            return TerminateMaster()
+        if in_prefork_process():  # uvicorn --workers, hypercorn, granian: the master stops all
+            # granian's stop closes open websockets at once (1006): drain here first.
+            return TerminateMaster(drains="granian" not in sys.modules)
         return find_asgi_stopper()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import dataclasses
 import functools
 import importlib
 import inspect
@@ -239,9 +240,9 @@ def _serve_from_workers(args: argparse.Namespace, options: Any) -> int:
     """
     from .servers import create_server
 
-    load = functools.partial(
-        guarded_app, args.app, os.path.abspath(args.app_dir), args.contexts, args.autosave
-    )
+    app_dir = os.path.abspath(args.app_dir)
+    load = functools.partial(guarded_app, args.app, app_dir, args.contexts, args.autosave)
+    options = dataclasses.replace(options, asgi=_probe_is_asgi(args.app, app_dir))
     server = create_server(args.server, load, args.host, args.port, options)
     # The workers are forked while the thread below knocks. A fork copies any lock
     # that thread holds, held for ever in the child: resolving the address imports
@@ -268,14 +269,41 @@ def _serve_from_workers(args: argparse.Namespace, options: Any) -> int:
     return ExitCode.OK
 
 
-def guarded_app(spec: str, app_dir: str, contexts: bool, autosave: float | None) -> WSGIApplication:
+def guarded_app(spec: str, app_dir: str, contexts: bool, autosave: float | None) -> Any:
     """In a worker process: start coverage, import APP, wrap it (what ``serve`` does in one)."""
-    from . import CovGuard, start
+    from . import CovGuard, CovGuardASGI, start
 
     start(contexts=contexts, autosave=autosave)  # the token is in the environment
     sys.path.insert(0, app_dir)
     app = load_app(spec)
-    return app if isinstance(app, CovGuard) else CovGuard(app)
+    if isinstance(app, (CovGuard, CovGuardASGI)):
+        return app
+    return CovGuardASGI(app) if is_asgi(app) else CovGuard(app)
+
+
+def _probe_is_asgi(spec: str, app_dir: str) -> bool:
+    """Whether APP is an ASGI application, asked of a throwaway process.
+
+    The server's workers import the app, each under coverage; imported here, before
+    they fork, its import-time lines would run in the master and be lost to them.
+    """
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[2]);"
+        " from wsgi_covguard.cli import is_asgi, load_app;"
+        " from wsgi_covguard.errors import ConfigError\n"
+        "try: print(is_asgi(load_app(sys.argv[1])))\n"
+        "except ConfigError as error: sys.exit(error.code)"
+    )
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("COVGUARD_", "COVERAGE_"))}
+    done = subprocess.run(
+        [sys.executable, "-c", probe, spec, app_dir],
+        capture_output=True, text=True, env=environ, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or [f"exit {done.returncode}"]
+        ours = [line for line in lines if line.startswith("covguard: ")]
+        raise ConfigError((ours or lines)[-1].removeprefix("covguard: "))
+    return done.stdout.strip().endswith("True")
 
 
 class _AppSlot:

@@ -55,6 +55,8 @@ class Options:
 
     threads: int | None = None
     workers: int | None = None
+    #: The app is an ASGI one (for granian, whose workers import it: it cannot look).
+    asgi: bool = False
 
 
 def _waitress(app: WSGIApplication, host: str, port: int, options: Options) -> Server:
@@ -130,7 +132,7 @@ def _gunicorn(app: WSGIApplication, host: str, port: int, options: Options) -> S
                   TerminateMaster(in_master=True))  # fmt: skip
 
 
-def _granian(load: Callable[[], WSGIApplication], host: str, port: int, options: Options) -> Server:
+def _granian(load: Callable[[], Any], host: str, port: int, options: Options) -> Server:
     from granian import Granian
     from granian.constants import Interfaces
 
@@ -145,7 +147,8 @@ def _granian(load: Callable[[], WSGIApplication], host: str, port: int, options:
         "access": {**to_stderr, "formatter": "access"},
     }
     server = Granian(
-        "covguard", address=host, port=port, interface=Interfaces.WSGI,
+        "covguard", address=host, port=port,
+        interface=Interfaces.ASGI if options.asgi else Interfaces.WSGI,
         workers=options.workers or 1, blocking_threads=options.threads,
         log_dictconfig={"handlers": handlers},
     )  # fmt: skip
@@ -209,7 +212,7 @@ SERVERS: dict[str, tuple[_Launcher, str, str | None]] = {
     "hypercorn": (_hypercorn, "hypercorn", "hypercorn"),
 }
 
-#: Servers of ASGI applications; the others serve WSGI ones.
+#: Servers of ASGI applications; granian serves both kinds, the others WSGI ones.
 ASGI_SERVERS = frozenset({"uvicorn", "hypercorn"})
 
 

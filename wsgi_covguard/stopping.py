@@ -105,10 +105,12 @@ class TerminateMaster:
     """
 
     name = "SIGTERM to the master process"
-    drains = True
 
-    def __init__(self, *, in_master: bool = False) -> None:
+    def __init__(self, *, in_master: bool = False, drains: bool = True) -> None:
         self._in_master = in_master
+        #: False where the master would cut what is in flight here (granian's websockets):
+        #: the guard drains this process first.
+        self.drains = drains
 
     def __call__(self) -> None:
         os.kill(os.getpid() if self._in_master else os.getppid(), signal.SIGTERM)
