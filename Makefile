@@ -82,7 +82,8 @@ bench: $(VENV)/.installed $(VENV313)/.installed
 	$(VENV)/bin/python benchmarks/scale.py
 
 # Races show only on a busy machine: every load-during-stop test ROUNDS times per server
-# (waitress, werkzeug, cheroot, wsgiref, gunicorn, granian) beside two busy loops (ours, by pid).
+# (waitress, werkzeug, cheroot, wsgiref, gunicorn, granian; uvicorn and granian serving ASGI)
+# beside two busy loops (ours, by pid).
 ROUNDS ?= 20
 stress: $(VENV)/.installed
 	@busy=""; for cpu in 1 2; do $(VENV)/bin/python -c 'while True: pass' & busy="$$busy $$!"; done; \

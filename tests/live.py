@@ -143,14 +143,26 @@ class RunningServer:
         return self._log.read().decode(errors="replace")
 
     def stop(self) -> None:
-        """Teardown: end the server if a test left it running (our pid only)."""
+        """Teardown: end the server if a test left it running, and the workers it started
+        (by pid, from /proc: a worker outlives its killed master, orphaned)."""
         if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
+            for pid in [*descendants(self.pid), self.pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             self.process.wait(timeout=10)
         if self.process.stdout is not None:
             self.process.stdout.close()
         self._log.close()
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes ``pid`` started, and theirs (Linux: /proc)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    found = [int(child) for child in text.split()]
+    return found + [grand for child in found for grand in descendants(child)]
 
 
 def server_argv(name: str, port: int, module: str = "wsgi") -> list[str]:

@@ -310,3 +310,29 @@ def test_a_websocket_open_at_drain_timeout_is_closed_cleanly_and_the_server_exit
         " cutting WEBSOCKET /ws/deaf"
     ]
     assert "Traceback" not in server.output()
+
+
+def test_a_stop_while_a_granian_worker_boots_waits_for_it_and_every_worker_saves(
+    notes: Path, servers: Callable[..., RunningServer]
+) -> None:
+    """granian's forked workers ignore SIGTERM until they serve: its master, stopped while
+    one boots, waited for it for ever. The stop now waits for the booting worker's door,
+    and SIGTERM ends a worker that has not begun to serve (which saves)."""
+    (notes / "slow_entry.py").write_text(
+        "import os, time\n"
+        "import wsgi_covguard\n"
+        "wsgi_covguard.start()\n"
+        "import notesapi\n"
+        "try:\n"
+        "    os.close(os.open('first-worker', os.O_CREAT | os.O_EXCL))\n"
+        "except FileExistsError:\n"
+        "    time.sleep(4)  # the other worker boots slowly\n"
+        "app = wsgi_covguard.CovGuardASGI(notesapi.api)\n"
+    )
+    port = free_port()
+    argv = [*granian("slow_entry:app", port), "--workers", "2"]
+    server = servers(argv, cwd=notes, port=port).wait_listening()
+    assert requests.get(f"{server.url}/hello", timeout=10).ok  # the fast worker serves
+    assert server.shutdown().status_code == 202  # the slow one still sleeps
+    assert server.wait(timeout=15) == 0, server.output()
+    assert len(data_files(notes)) == 2, "both workers saved"

@@ -32,8 +32,8 @@ from live import (
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def line_of(folder: Path, text: str) -> int:
-    return (folder / "plainapp.py").read_text().splitlines().index(text) + 1
+def line_of(folder: Path, text: str, module: str = "plainapp") -> int:
+    return (folder / f"{module}.py").read_text().splitlines().index(text) + 1
 
 
 AFTER_SLEEP = '    return b"x" * 200_000  # big enough to span many socket writes'
@@ -86,6 +86,8 @@ def test_requests_in_flight_finish_on_cheroot_and_gunicorn(
 #: Rounds of each load-during-stop test; ``make stress`` runs 20 beside two busy loops.
 ROUNDS = int(os.environ.get("COVGUARD_STOP_ROUNDS", "1"))
 COUNTED = '        os.write(log, request_id.encode() + b"\\n")'
+#: The same line in the ASGI app (tests/apps/notesapi.py).
+COUNTED_ASGI = '        os.write(log, request.url.query.encode() + b"\\n")'
 
 
 class Load:
@@ -139,18 +141,50 @@ class Load:
         for thread in self._threads:
             thread.join(timeout=30)
 
-    def check(self, folder: Path) -> None:
+    def check(self, folder: Path, module: str = "plainapp", counted: str = COUNTED) -> None:
         """No request the app served went wrong, no answer was an error; lines saved."""
         served = set((folder / "requests.log").read_text().split())
         cut_short = {rid: why for rid, why in self.failed.items() if rid in served}
         assert self.wrong == {}, "every answer was the app's whole 200"
         assert cut_short == {}, "every request the app served reached its client whole"
         assert self.answered <= served
-        assert line_of(folder, COUNTED) in measured_lines(folder, "plainapp")["plainapp.py"]
+        measured = measured_lines(folder, module)[f"{module}.py"]
+        assert line_of(folder, counted, module) in measured
+
+
+#: ASGI servers started from their own command line on the FastAPI app (two workers where
+#: they have them: the shutdown reaches one, the master stops both). Not hypercorn: alone,
+#: without wsgi_covguard, its own stop cuts a response now and then (a keep-alive connection
+#: whose next request it has read is closed by its idle-connection reaper once its stop
+#: begins: 3 of 8 rounds here), which this test would blame on us.
+ASGI_UNDER_LOAD: dict[str, Callable[[int], list[str]]] = {
+    "uvicorn (ASGI)": lambda port: [str(BIN / "uvicorn"), "notes_entry:app", "--host",
+                                    "127.0.0.1", "--port", str(port)],
+    "granian (ASGI)": lambda port: [str(BIN / "granian"), "--interface", "asgi",
+                                    "notes_entry:app", "--workers", "2", "--host", "127.0.0.1",
+                                    "--port", str(port)],
+}  # fmt: skip
+
+
+def asgi_under_load(server: str, folder: Path, servers: Callable[..., RunningServer]) -> None:
+    """:func:`under_load` for an ASGI server."""
+    (folder / ".coveragerc").write_text("[run]\nsource = .\nomit = notes_entry.py\n")
+    port = free_port()
+    live = servers(ASGI_UNDER_LOAD[server](port), cwd=folder, port=port).wait_listening()
+    load = Load(live.url)
+    load.wait_answered(25)
+    assert live.shutdown().status_code == 202
+    load.join()
+    assert live.wait(timeout=15) == 0, live.output()
+    load.check(folder, "notesapi", COUNTED_ASGI)
+    assert "Traceback" not in live.output()
 
 
 def under_load(server: str, folder: Path, servers: Callable[..., RunningServer]) -> None:
     """Stop ``server`` with the shutdown route while four clients keep sending."""
+    if server in ASGI_UNDER_LOAD:
+        asgi_under_load(server, folder, servers)
+        return
     if server == "gunicorn":
         port = free_port()
         live: CovguardServe | RunningServer = servers(gunicorn_gthread(port), cwd=folder, port=port)
@@ -172,7 +206,8 @@ def under_load(server: str, folder: Path, servers: Callable[..., RunningServer])
 
 @pytest.mark.parametrize("round_", range(ROUNDS), ids=lambda n: f"round{n + 1}")
 @pytest.mark.parametrize(
-    "server", ["waitress", "werkzeug", "cheroot", "wsgiref", "gunicorn", "granian"]
+    "server",
+    ["waitress", "werkzeug", "cheroot", "wsgiref", "gunicorn", "granian", *ASGI_UNDER_LOAD],
 )
 def test_clients_under_load_never_see_a_5xx_or_a_cut_response(
     server: str, round_: int, plainapp: Path, servers: Callable[..., RunningServer]

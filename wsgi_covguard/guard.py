@@ -29,7 +29,7 @@ from .messages import Answer, ControlRequest
 from .routes import Route, Routes
 from .session import CoverageSession, get_session, start
 from .settings import CONTROL_PREFIX, SHUTDOWN_PATH, Settings
-from .stopping import Stopper, handler_threads
+from .stopping import Stopper, handler_threads, hear_sigterm_while_booting
 from .workers import ProcessGroup
 
 __all__ = ["Door", "Guard"]
@@ -60,6 +60,8 @@ class Guard:
         self._stopping = False
         #: The control routes (:meth:`open` makes them).
         self.routes: Routes
+        #: This process and, under a pre-fork server, its siblings (:meth:`open` sets it).
+        self.group: ProcessGroup | None = None
         # Requests that arrived after the drain and before the server stopped:
         # let them finish before the process ends (werkzeug's threads are daemons).
         atexit.register(self.drain, at_exit=True)
@@ -110,8 +112,10 @@ class Guard:
             answer.after = lambda: guard.begin_shutdown(stopper)
             return answer
 
+        hear_sigterm_while_booting()  # before siblings can see this process listen
         group = ProcessGroup(session)
         group.listen_if_prefork()
+        guard.group = group
         guard.routes = Routes(
             [
                 Route(shutdown_path, "POST", shutdown),
@@ -179,6 +183,11 @@ class Guard:
         if not stopper.drains:  # else the server drains, and each process saves at exit
             self.drain()
             self.session.save()  # on disk before the stop; finish() at exit adds the rest
+        if self.group is not None:
+            # A sibling still booting may not hear its master's stop: granian's forked
+            # workers keep the master's SIGTERM handler until they serve, and its master
+            # then waits for ever. Wait for them to have booted (their door open), bounded.
+            self.group.siblings(boot_timeout=30.0)
         stopper()
 
     def drain(self, *, at_exit: bool = False) -> None:

@@ -67,6 +67,7 @@ __all__ = [
     "find_asgi_stopper",
     "find_stopper",
     "handler_threads",
+    "hear_sigterm_while_booting",
     "keep_sigterm_data",
 ]
 
@@ -262,6 +263,27 @@ def _hypercorn_worker_sigterm(signum: int, frame: FrameType | None) -> None:
     if event is not None and event.is_set():
         return
     raise SystemExit(128 + signum)
+
+
+def hear_sigterm_while_booting() -> None:
+    """In a granian worker that has not begun to serve, let SIGTERM end it (it saves).
+
+    granian forks its workers, and a forked worker keeps its master's SIGTERM
+    handler (a no-op there) until it serves and installs its own: a stop that comes
+    while a worker boots is lost, and the master waits for that worker for ever. From
+    the door's opening to granian's own handler, SIGTERM ends the worker here; the
+    stop waits for booting siblings to open their door (:meth:`.Guard._drain_save_stop`).
+    """
+    import multiprocessing
+
+    if "granian" not in sys.modules or multiprocessing.parent_process() is None:
+        return
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _end_booting_worker)
+
+
+def _end_booting_worker(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)  # nothing served yet; the data is saved at exit
 
 
 def find_stopper(environ: WSGIEnvironment) -> Stopper:

@@ -167,21 +167,23 @@ class ProcessGroup:
             return None
         return sorted(answer["fingerprint"] for answer in answers)
 
-    def siblings(self) -> list[int]:
+    def siblings(self, boot_timeout: float = _BOOT_TIMEOUT) -> list[int]:
         """The other measuring processes of this server: the master's other children (the
-        workers, given a few seconds to finish booting) and the master itself if it measures
-        (``--preload``)."""
+        workers, given ``boot_timeout`` seconds in all to finish booting) and the master
+        itself if it measures (``--preload``)."""
         if self._server is None:
             return []
         folder = _run_dir()
         me, master = os.getpid(), os.getppid()
         found = [master] if (folder / f"{master}.sock").exists() else []
-        deadline = time.monotonic() + _BOOT_TIMEOUT
+        deadline = time.monotonic() + boot_timeout
         for pid in children(master):
             if pid == me:
                 continue
-            # Workers are alike: this one measures, so a booting sibling soon listens.
-            while not (folder / f"{pid}.sock").exists() and time.monotonic() < deadline:
+            # Workers are alike: this one measures, so a booting sibling soon listens. (A
+            # file alone proves nothing: a process killed past atexit leaves its own, and
+            # pids come back.)
+            while not _listens(folder / f"{pid}.sock") and time.monotonic() < deadline:
                 time.sleep(0.02)
             found.append(pid)
         return found
@@ -218,8 +220,11 @@ class ProcessGroup:
                 # A thread of ours, made for this one command: no line of the app runs
                 # here, and a copy or a save of the data is twice as slow traced.
                 sys.settrace(None)
+                line = self.rfile.readline()
+                if not line:  # a sibling checking that this process listens
+                    return
                 try:
-                    answer = group.apply(json.loads(self.rfile.readline()))
+                    answer = group.apply(json.loads(line))
                 except Exception as exc:  # answered, not raised: the caller reports it
                     answer = {"pid": os.getpid(), "error": str(exc)}
                     answer["saving"] = isinstance(exc, SaveError)
@@ -250,6 +255,16 @@ class ProcessGroup:
         if "error" in answer:
             raise (SaveError if answer.get("saving") else ValueError)(answer["error"])
         return answer
+
+
+def _listens(path: Path) -> bool:
+    """True if a process listens on the Unix socket ``path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 def _connect(sock: socket.socket, path: str) -> None:

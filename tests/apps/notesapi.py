@@ -6,8 +6,8 @@ import asyncio
 import os
 from contextlib import asynccontextmanager
 
-from fastapi import BackgroundTasks, FastAPI, WebSocket, WebSocketDisconnect
-from fastapi.responses import StreamingResponse
+from fastapi import BackgroundTasks, FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import PlainTextResponse, StreamingResponse
 
 
 @asynccontextmanager
@@ -51,6 +51,17 @@ def remember(text: str) -> None:
 def add(text: str, tasks: BackgroundTasks) -> dict[str, str]:
     tasks.add_task(remember, text)  # runs after the answer is sent
     return {"added": text}
+
+
+@api.get("/counted")
+async def counted(request: Request) -> PlainTextResponse:
+    # One unbuffered append per request: the log survives however the process ends.
+    log = os.open("requests.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        os.write(log, request.url.query.encode() + b"\n")
+    finally:
+        os.close(log)
+    return PlainTextResponse("counted")
 
 
 @api.get("/never")
