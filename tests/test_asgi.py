@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -336,3 +337,65 @@ def test_a_stop_while_a_granian_worker_boots_waits_for_it_and_every_worker_saves
     assert server.shutdown().status_code == 202  # the slow one still sleeps
     assert server.wait(timeout=15) == 0, server.output()
     assert len(data_files(notes)) == 2, "both workers saved"
+
+
+DATASETTE_PAGES = [
+    "/",
+    "/fixtures",
+    "/fixtures/notes",
+    "/fixtures/notes.json",
+    "/fixtures/notes/1",
+    "/-/versions.json",
+    "/fixtures?sql=select+count(*)+from+notes",
+    "/fixtures/nothing-here",
+]
+
+
+@pytest.fixture
+def datasette(tmp_path: Path) -> Path:
+    """Datasette (a real ASGI app from PyPI) over a small SQLite file, measured whole."""
+    folder = tmp_path / "datasette"
+    folder.mkdir()
+    with sqlite3.connect(folder / "fixtures.db") as db:
+        db.execute("create table notes (id integer primary key, text text)")
+        db.executemany("insert into notes (text) values (?)", [("buy milk",), ("call",)])
+    (folder / "ds_app.py").write_text(
+        'from datasette.app import Datasette\napp = Datasette(["fixtures.db"]).app()\n'
+    )
+    (folder / "ds_entry.py").write_text(
+        "import wsgi_covguard\nwsgi_covguard.start()\nimport ds_app\n"
+        "app = wsgi_covguard.CovGuardASGI(ds_app.app)\n"
+    )
+    (folder / ".coveragerc").write_text("[run]\nsource_pkgs = datasette\n")
+    return folder
+
+
+def browse_datasette(url: str) -> None:
+    statuses = [requests.get(url + page, timeout=20).status_code for page in DATASETTE_PAGES]
+    assert statuses == [200, 200, 200, 200, 200, 200, 200, 404]
+
+
+@pytest.mark.parametrize("name", list(SERVERS))
+def test_datasette_from_pypi_measures_what_coverage_run_measures(
+    name: str, datasette: Path, servers: Callable[..., RunningServer]
+) -> None:
+    port = free_port()
+    server = servers(SERVERS[name]("ds_entry:app", port), cwd=datasette, port=port)
+    browse_datasette(server.wait_listening().url)
+    assert server.shutdown().status_code == 202
+    assert server.wait(timeout=5) == 0, server.output()
+    measured = measured_lines(datasette, "datasette")
+    # coverage run around the server in one process, the same pages, saved by SIGTERM
+    reference = datasette / "reference"
+    reference.mkdir()
+    for name_ in ("fixtures.db", "ds_app.py"):
+        (reference / name_).write_bytes((datasette / name_).read_bytes())
+    (reference / ".coveragerc").write_text("[run]\nsource_pkgs = datasette\nsigterm = true\n")
+    port = free_port()
+    argv = [PY, "-m", "coverage", "run", "-p", *SINGLE[name]("ds_app:app", port)[1:]]
+    alone = servers(argv, cwd=reference, port=port, token=None).wait_listening()
+    browse_datasette(alone.url)
+    alone.signal(signal.SIGTERM)
+    alone.wait(timeout=10)
+    assert sum(map(len, measured.values())) > 1000
+    assert measured == measured_lines(reference, "datasette")
