@@ -1,9 +1,10 @@
 """wsgi_covguard's overhead, measured side by side: ``make bench``.
 
 Every figure is a median of rounds interleaved A B, B A in one run, on the Flask example
-(pages, templates, JSON) served by waitress with 4 threads and loaded by wrk in another
-process, all on 127.0.0.1. It prints ratios and the figures behind them; it checks
-nothing against a threshold (the goals are in the README).
+(pages, templates, JSON) served by waitress with 4 threads, and for ASGI on a FastAPI hello
+and the FastAPI example (Shortlinks) served by uvicorn, loaded by wrk in another process,
+all on 127.0.0.1. It prints ratios and the figures behind them; it checks nothing against
+a threshold (the goals are in the README).
 """
 
 from __future__ import annotations
@@ -27,6 +28,15 @@ TOKEN = "bench-token-0123456789abcdef"  # noqa: S105 (a local benchmark's token)
 PY311 = ROOT / ".venv" / "bin" / "python"
 PY313 = ROOT / ".venv-3.13" / "bin" / "python"
 BARE = "from taskboard import create_app\napplication = create_app()\n"
+HELLO = (
+    "from fastapi import FastAPI\napp = FastAPI()\n\n\n"
+    '@app.get("/")\ndef hello() -> dict[str, str]:\n    return {"hello": "world"}\n'
+)
+HELLO_MEASURED = (
+    "import wsgi_covguard\nwsgi_covguard.start()\nimport hello\n"
+    "app = wsgi_covguard.CovGuardASGI(hello.app)\n"
+)
+SHORTLINKS_BARE = "from shortlinks import create_app\napp = create_app()\n"
 
 
 def free_port() -> int:
@@ -78,11 +88,12 @@ class Server:
                 self.process.wait()
 
 
-def wrk(url: str, seconds: int) -> float:
-    """Requests per second from wrk, one thread, four connections."""
-    script = str(Path(__file__).with_name("paths.lua"))
+def wrk(url: str, seconds: int, script: str | None = "paths.lua") -> float:
+    """Requests per second from wrk, one thread, four connections, over ``script``'s paths
+    (None: the root alone)."""
+    paths = ["-s", str(Path(__file__).with_name(script))] if script else []
     out = subprocess.run(
-        ["wrk", "-t1", "-c4", f"-d{seconds}s", "-s", script, url],
+        ["wrk", "-t1", "-c4", f"-d{seconds}s", *paths, url],
         capture_output=True, text=True, check=True, timeout=seconds + 30,
     ).stdout  # fmt: skip
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -99,8 +110,22 @@ def waitress(python: Path, entry: str, port: int, *, under_coverage: bool = Fals
     return [*head, "waitress", f"--listen=127.0.0.1:{port}", "--threads=4", f"{entry}:application"]
 
 
-def throughput(app: Path, configs: dict[str, Callable[[int], tuple[list[str], bool]]],
-               rounds: int, seconds: int) -> dict[str, float]:  # fmt: skip
+def uvicorn(python: Path, entry: str, port: int, *, under_coverage: bool = False) -> list[str]:
+    head = (
+        [str(python), "-m", "coverage", "run", "-p", "-m"]
+        if under_coverage
+        else [str(python), "-m"]
+    )
+    return [*head, "uvicorn", entry, "--port", str(port), "--no-access-log"]
+
+
+def throughput(
+    app: Path,
+    configs: dict[str, Callable[[int], tuple[list[str], bool]]],
+    rounds: int,
+    seconds: int,
+    script: str | None = "paths.lua",
+) -> dict[str, float]:
     """Median req/s of each config, interleaved A B, B A, A B... so neither always goes first."""
     results: dict[str, list[float]] = {name: [] for name in configs}
     for round_ in range(rounds):
@@ -110,8 +135,8 @@ def throughput(app: Path, configs: dict[str, Callable[[int], tuple[list[str], bo
             argv, token = make(port)
             server = Server(argv, app, port, token)
             try:
-                wrk(server.url, 1)  # warm up: imports, template compilation
-                results[name].append(wrk(server.url, seconds))
+                wrk(server.url, 1, script)  # warm up: imports, template compilation
+                results[name].append(wrk(server.url, seconds, script))
             finally:
                 server.stop()
     return {name: statistics.median(values) for name, values in results.items()}
@@ -153,12 +178,42 @@ print(bare, wrapped)
 """
 
 
+COST_ASGI = """
+import asyncio, time, wsgi_covguard
+async def app(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+guard = wsgi_covguard.CovGuardASGI(app)  # no token: inert
+assert not guard.enabled
+scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "client": ("127.0.0.1", 1)}
+async def receive(): return {"type": "http.request", "body": b""}
+async def send(message): pass
+async def calls(handler, n):
+    began = time.perf_counter()
+    for _ in range(n):
+        await handler(scope, receive, send)
+    return (time.perf_counter() - began) / n * 1e6
+n = 200_000
+bare = min(asyncio.run(calls(app, n)) for _ in range(5))
+wrapped = min(asyncio.run(calls(guard, n)) for _ in range(5))
+print(bare, wrapped)
+"""
+
+
 def middleware_cost(python: Path, app: Path, *, enabled: bool) -> tuple[float, float]:
     """µs per call of a bare app and of the same app behind CovGuard (tracing paused)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("COVGUARD_")}
     if enabled:
         env.update(COVGUARD_TOKEN=TOKEN, COVERAGE_FILE=str(app / ".coverage-cost"))
     out = subprocess.run([str(python), "-c", COST], cwd=app, env=env, capture_output=True,
+                         text=True, check=True).stdout.split()  # fmt: skip
+    return float(out[0]), float(out[1])
+
+
+def asgi_inert_cost(python: Path) -> tuple[float, float]:
+    """µs per call of a bare ASGI app and of the same app behind an inert CovGuardASGI."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVGUARD_")}
+    out = subprocess.run([str(python), "-c", COST_ASGI], env=env, capture_output=True,
                          text=True, check=True).stdout.split()  # fmt: skip
     return float(out[0]), float(out[1])
 
@@ -206,6 +261,32 @@ def main() -> int:
             a, b = r["A"], r["B"]
             rows.append(f"| {what} | {a:,.0f} req/s | {b:,.0f} req/s | **{a / b:.2f}** | {goal} |")
 
+        hello = Path(folder) / "hello"
+        hello.mkdir()
+        (hello / "hello.py").write_text(HELLO)
+        (hello / "measured.py").write_text(HELLO_MEASURED)
+        (hello / ".coveragerc").write_text("[run]\nsource = .\n")
+        links = Path(folder) / "shortlinks"
+        shutil.copytree(ROOT / "examples" / "fastapi", links, ignore=skip)
+        (links / "bare.py").write_text(SHORTLINKS_BARE)
+        for name, folder_, measured, bare, script in [
+            ("FastAPI hello", hello, "measured:app", "hello:app", None),
+            ("examples/fastapi", links, "asgi:app", "bare:app", "asgi_paths.lua"),
+        ]:
+            for what, goal, configs in [
+                (f"{name}, uvicorn, Python {v313}: measuring (sysmon) / bare server", "≥ 0.90", {
+                    "A": lambda p, m=measured: (uvicorn(PY313, m, p), True),
+                    "B": lambda p, b=bare: (uvicorn(PY313, b, p), False)}),
+                (f"{name}, uvicorn, Python {v311}: measuring (ctrace) / `coverage run`", "≥ 0.95", {
+                    "A": lambda p, m=measured: (uvicorn(PY311, m, p), True),
+                    "B": lambda p, b=bare: (uvicorn(PY311, b, p, under_coverage=True), False)}),
+            ]:  # fmt: skip
+                r = throughput(folder_, configs, rounds, seconds, script)
+                a, b = r["A"], r["B"]
+                rows.append(
+                    f"| {what} | {a:,.0f} req/s | {b:,.0f} req/s | **{a / b:.2f}** | {goal} |"
+                )
+
         gunicorn = str(PY311.parent / "gunicorn")
         for what, goal, make in [
             ("waitress", "≤ 0.5 s", lambda p: waitress(PY311, "wsgi", p)),
@@ -221,8 +302,13 @@ def main() -> int:
             rows.append(f"| the middleware's own cost per request ({what}), Python {v311} "
                         f"| {wrapped_us - bare_us:.2f} µs | ({wrapped_us:.2f} vs {bare_us:.2f} µs "
                         "for the bare call) | | report it |")  # fmt: skip
+        bare_us, wrapped_us = asgi_inert_cost(PY311)
+        rows.append(f"| CovGuardASGI's own cost per request (inert), Python {v311} "
+                    f"| {wrapped_us - bare_us:.2f} µs | ({wrapped_us:.2f} vs {bare_us:.2f} µs "
+                    "for the bare call) | | ≤ 0.5 µs |")  # fmt: skip
 
-    print(f"wsgi_covguard benchmark: examples/flask under waitress --threads=4; wrk -t1 -c4 "
+    print(f"wsgi_covguard benchmark: examples/flask under waitress --threads=4 (FastAPI: uvicorn,"
+          " no access log); wrk -t1 -c4 "
           f"-d{seconds:g}s over 5 paths; {rounds} rounds interleaved A B, B A, medians; "
           f"{os.cpu_count()} cores\n")  # fmt: skip
     print("| what | A | B | A / B | goal |\n|---|---|---|---|---|")
