@@ -403,6 +403,35 @@ def test_the_knock_of_the_announcing_thread_takes_no_import_lock() -> None:
     assert "'encodings.idna'" in resolved, "the spy sees the import a lookup makes"
 
 
+def test_an_inert_asgi_door_steps_aside(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a token the door's call is the app's own (no coroutine of ours per request),
+    and what servers look at to tell ASGI 3 from ASGI 2 still says ``async``."""
+    import asyncio
+    import inspect
+
+    from wsgi_covguard import CovGuardASGI
+
+    monkeypatch.delenv("COVGUARD_TOKEN", raising=False)
+    seen = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["type"])
+
+    class App:
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            seen.append("object")
+
+    for wrapped in (app, App()):
+        door = CovGuardASGI(wrapped)
+        assert isinstance(door, CovGuardASGI)
+        assert not door.enabled
+        assert inspect.iscoroutinefunction(door.__call__)
+        assert asyncio.iscoroutinefunction(door.__call__)
+        asyncio.run(door({"type": "http"}, None, None))
+    assert CovGuardASGI(app).__call__ is app
+    assert seen == ["http", "object"]
+
+
 def test_exit_codes_and_the_prefix_of_errors() -> None:
     assert (ExitCode.OK, ExitCode.FAIL, ExitCode.ERROR, ExitCode.INTERRUPTED) == (0, 1, 2, 130)
     error = ConfigError("the port 1 is taken")

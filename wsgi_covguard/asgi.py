@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import sys
 import threading
+import types
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -69,6 +71,17 @@ class CovGuardASGI(Door):
             threading.Thread(
                 target=_drain_once_set, args=(stop, guard), name="covguard-drain", daemon=True
             ).start()
+
+    def _inert(self) -> None:
+        # Inert, the door steps aside: its call becomes the app's own, without a coroutine
+        # of ours around each request. (A subclass of its own, so it is still a
+        # CovGuardASGI, and servers still see an ``async`` __call__.)
+        app = self.app
+        call = app if inspect.isfunction(app) or inspect.ismethod(app) else type(app).__call__
+        if not inspect.iscoroutinefunction(call):
+            return  # not an ``async`` callable: leave it to the server to say so
+        own = app if call is app else types.MethodType(call, app)
+        self.__class__ = type(type(self).__name__, (type(self),), {"__call__": staticmethod(own)})
 
     @staticmethod
     def _name_of(scope: Scope) -> str:

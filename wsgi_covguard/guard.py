@@ -276,9 +276,14 @@ class Door:
         self.allow_remote = self._guard.routes.allow_remote if self._guard else False
         if self._guard is not None:
             self._opened(self._guard)
+        else:
+            self._inert()
 
     def _opened(self, guard: Guard) -> None:
         """Called once the door measures (it has a token): what its servers need then."""
+
+    def _inert(self) -> None:
+        """Called once when the door is inert (no token): it may step aside."""
 
     @staticmethod
     def _name_of(request: Any) -> str:
