@@ -399,3 +399,45 @@ def test_datasette_from_pypi_measures_what_coverage_run_measures(
     alone.wait(timeout=10)
     assert sum(map(len, measured.values())) > 1000
     assert measured == measured_lines(reference, "datasette")
+
+
+def test_uvicorn_reload_measures_each_serving_child_and_stops_with_exit_0(
+    notes: Path, servers: Callable[..., RunningServer]
+) -> None:
+    """``--reload`` serves from a child process, started again on each change: each child
+    saves what it ran when the reloader stops it, and the shutdown stops the reloader."""
+    port = free_port()
+    server = servers([*uvicorn("notes_entry:app", port), "--reload"], cwd=notes, port=port)
+    url = server.wait_listening().url
+
+    def serving_pid() -> int:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                answer = requests.get(f"{url}/__coverage__/status", headers=BEARER, timeout=5)
+                return int(answer.json()["pid"])
+            except requests.ConnectionError:  # the next child is starting
+                assert time.monotonic() < deadline, server.output()
+                time.sleep(0.1)
+
+    first = serving_pid()
+    assert requests.get(f"{url}/hello", timeout=10).ok
+    with (notes / "notesapi.py").open("a") as source:
+        source.write("# changed: uvicorn reloads\n")
+    deadline = time.monotonic() + 20
+    while (second := serving_pid()) == first:
+        assert time.monotonic() < deadline, server.output()
+        time.sleep(0.1)
+    assert requests.get(f"{url}/notes/1", timeout=10).ok
+    assert server.shutdown().status_code == 202
+    assert server.wait(timeout=10) == 0, server.output()
+    assert len(data_files(notes)) == 2, "the first child saved when the reloader replaced it"
+    ended = (notes / "lifespan-shutdown.log").read_text().split()
+    assert ended == [str(first), str(second)]
+    lines = measured_lines(notes, "notesapi")["notesapi.py"]
+    source = (notes / "notesapi.py").read_text().splitlines()
+    for body in (
+        '    return {"hello": "world"}',
+        '    return {"number": number, "text": NOTES.get(number, "")}',
+    ):
+        assert source.index(body) + 1 in lines
