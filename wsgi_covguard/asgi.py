@@ -159,13 +159,21 @@ async def _serve_websocket(
         # Ours (the drain ran out), or the server's own at the end of its graceful stop
         # (hypercorn's --graceful-timeout): either way the client hears why it ends.
         if state["accepted"] and not state["closed"]:
-            with contextlib.suppress(Exception):  # the client may be gone already
-                await send({"type": "websocket.close", "code": 1012})
+            await _close(send)
         if not ended:
             raise  # the server's cancellation goes on
         task.uncancel()
     finally:
         guard.leave(scope, began)
+
+
+async def _close(send: Send) -> None:
+    """Close a websocket the app left open: 1012 ("service restart"), or 1000 where the
+    server lets an app send no other standard code (daphne's autobahn)."""
+    for code in (1012, 1000):
+        with contextlib.suppress(Exception):  # refused, or the client is gone already
+            await send({"type": "websocket.close", "code": code})
+            return
 
 
 def _drain_once_set(stop: Any, guard: Guard) -> None:

@@ -196,7 +196,7 @@ def _serve(args: argparse.Namespace) -> int:
         name = args.server or ("uvicorn" if asgi else "waitress")
         if asgi != (name in ASGI_SERVERS):
             kind, servers = (
-                ("an ASGI", "uvicorn or hypercorn")
+                ("an ASGI", "uvicorn, hypercorn or daphne")
                 if asgi
                 else ("a WSGI", "waitress, werkzeug, ...")
             )

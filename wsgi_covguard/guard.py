@@ -221,6 +221,8 @@ class Guard:
                 f" stopping anyway, cutting {shown}",
                 logging.WARNING,
             )
+        if not enders:
+            return
         for end in enders:
             end()
         ending = time.monotonic() + 1.0  # the ended ones run their cleanup, and leave

@@ -198,6 +198,25 @@ def _hypercorn(app: Any, host: str, port: int, options: Options) -> Server:
                   TerminateMaster(in_master=True))  # fmt: skip
 
 
+def _daphne(app: Any, host: str, port: int, options: Options) -> Server:
+    from daphne.server import Server as Daphne  # type: ignore[import-untyped]
+
+    listener = socket.create_server((host, port))
+    port = listener.getsockname()[1]
+    if listener.family == socket.AF_INET:
+        endpoint = f"fd:fileno={listener.fileno()}"  # daphne adopts the socket bound here
+    else:  # its fd endpoint takes IPv4 sockets alone: it binds the port itself
+        listener.close()
+        endpoint = f"tcp6:port={port}:interface={host.replace(':', chr(92) + ':')}"
+
+    def run() -> None:
+        # Twisted's asyncio reactor; its SIGINT handler stops it, between two requests.
+        Daphne(application=app, endpoints=[endpoint]).run()
+        listener.close()
+
+    return Server("daphne", host, port, run, InterruptMain())
+
+
 _Launcher = Callable[[Any, str, int, Options], Server]
 
 #: name -> (launcher, module it needs, extra that installs it)
@@ -210,10 +229,11 @@ SERVERS: dict[str, tuple[_Launcher, str, str | None]] = {
     "granian": (_granian, "granian", "granian"),
     "uvicorn": (_uvicorn, "uvicorn", "uvicorn"),
     "hypercorn": (_hypercorn, "hypercorn", "hypercorn"),
+    "daphne": (_daphne, "daphne", "daphne"),
 }
 
 #: Servers of ASGI applications; granian serves both kinds, the others WSGI ones.
-ASGI_SERVERS = frozenset({"uvicorn", "hypercorn"})
+ASGI_SERVERS = frozenset({"uvicorn", "hypercorn", "daphne"})
 
 
 def check_available(name: str, options: Options = Options()) -> None:
