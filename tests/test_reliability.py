@@ -156,7 +156,9 @@ class Load:
 #: they have them: the shutdown reaches one, the master stops both). Not hypercorn: alone,
 #: without wsgi_covguard, its own stop cuts a response now and then (a keep-alive connection
 #: whose next request it has read is closed by its idle-connection reaper once its stop
-#: begins: 3 of 8 rounds here), which this test would blame on us.
+#: begins: 3 of 8 rounds here). Nor daphne, which has no graceful stop: its reactor cancels
+#: the requests in flight when it stops (alone, SIGINT under this load: 2 rounds of 4). This
+#: test would blame those on us.
 ASGI_UNDER_LOAD: dict[str, Callable[[int], list[str]]] = {
     "uvicorn (ASGI)": lambda port: [str(BIN / "uvicorn"), "notes_entry:app", "--host",
                                     "127.0.0.1", "--port", str(port)],
