@@ -2,7 +2,7 @@
 #   make demo   the Flask example under waitress + wsgi_covguard, its browser tests (headless
 #               Chromium) against the live server, the shutdown route, a report and htmlcov/
 #               (make demo-bottle, -pyramid, -falcon, -django: the other examples; make
-#               demo-fastapi: the ASGI one, under uvicorn)
+#               demo-fastapi, demo-django-asgi: ASGI, under uvicorn)
 #   make test   lint, types, and every test on Python 3.11 (ctrace), 3.12 and 3.13 (sysmon)
 # Each sets itself up: virtual environments, `pip install -e .[test]`, Debian's chromium.
 
@@ -16,7 +16,7 @@ VENV313 := .venv-3.13
 PYTEST_ARGS ?= -n 2
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo demo-flask demo-bottle demo-pyramid demo-falcon demo-django demo-fastapi test lint venv chromium screenshot bench stress clean
+.PHONY: demo demo-flask demo-bottle demo-pyramid demo-falcon demo-django demo-fastapi demo-django-asgi test lint venv chromium screenshot bench stress clean
 
 venv: $(VENV)/.installed
 
@@ -64,12 +64,19 @@ demo-flask demo-bottle demo-pyramid demo-falcon demo-django: demo-%: $(VENV)/.in
 		--app-dir examples/$* --server waitress --html htmlcov \
 		-- $(VENV)/bin/python -m pytest -p no:cacheprovider examples/$*/tests
 
-# The ASGI example: FastAPI under uvicorn, measured by CovGuardASGI.
+# The ASGI examples, under uvicorn, measured by CovGuardASGI: FastAPI, and the Django project
+# through its asgi.py (the same browser tests as through wsgi.py).
 demo-fastapi: $(VENV)/.installed chromium
 	rm -rf htmlcov .coverage .coverage.*
 	COVERAGE_RCFILE=examples/fastapi/.coveragerc $(VENV)/bin/covguard run asgi:app \
 		--app-dir examples/fastapi --server uvicorn --html htmlcov \
 		-- $(VENV)/bin/python -m pytest -p no:cacheprovider examples/fastapi/tests
+
+demo-django-asgi: $(VENV)/.installed chromium
+	rm -rf htmlcov .coverage .coverage.*
+	COVERAGE_RCFILE=examples/django/.coveragerc $(VENV)/bin/covguard run asgi:application \
+		--app-dir examples/django --server uvicorn --html htmlcov \
+		-- $(VENV)/bin/python -m pytest -p no:cacheprovider examples/django/tests
 
 # Overhead, measured side by side (benchmarks/bench.py), and how reading the coverage grows with
 # the code and the workers (benchmarks/scale.py); prints tables, checks nothing.

@@ -12,23 +12,24 @@ import pytest
 from live import ROOT, data_files, measured_lines
 
 PY = sys.executable
-#: example -> (its package, its entry point)
+#: example -> (its folder, its package, its entry point); Django's project has both doors
 EXAMPLES = {
-    "flask": ("taskboard", "wsgi:application"),
-    "bottle": ("guestbook", "wsgi:application"),
-    "pyramid": ("bookshelf", "wsgi:application"),
-    "falcon": ("notebook", "wsgi:application"),
-    "django": ("recipes", "wsgi:application"),
-    "fastapi": ("shortlinks", "asgi:app"),
+    "flask": ("flask", "taskboard", "wsgi:application"),
+    "bottle": ("bottle", "guestbook", "wsgi:application"),
+    "pyramid": ("pyramid", "bookshelf", "wsgi:application"),
+    "falcon": ("falcon", "notebook", "wsgi:application"),
+    "django": ("django", "recipes", "wsgi:application"),
+    "django-asgi": ("django", "recipes", "asgi:application"),
+    "fastapi": ("fastapi", "shortlinks", "asgi:app"),
 }
 
 
 @pytest.fixture(params=list(EXAMPLES))
 def example(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, str, str]:
-    name = str(request.param)
+    name, package, entry = EXAMPLES[str(request.param)]
     folder = tmp_path / name
     shutil.copytree(ROOT / "examples" / name, folder, ignore=shutil.ignore_patterns("__pycache__"))
-    return folder, *EXAMPLES[name]
+    return folder, package, entry
 
 
 def clean_env() -> dict[str, str]:
@@ -53,9 +54,9 @@ def test_under_covguard_run_the_tests_pass_and_the_report_names_the_app(
 def test_on_their_own_the_tests_start_and_stop_the_server(
     example: tuple[Path, str, str],
 ) -> None:
-    folder, package, _ = example
+    folder, package, entry = example
     done = subprocess.run(
-        [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--covguard-app", entry, "tests"],
         cwd=folder, env=clean_env(), capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
