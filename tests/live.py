@@ -309,13 +309,19 @@ class CovguardServe:
         for reader in self._readers:
             reader.join(timeout=10)
         self.stderr = "".join(self._stderr_lines)
+        if any(reader.is_alive() for reader in self._readers):
+            return  # a process we did not end holds the pipes: closing would block on them
         for stream in (self.process.stdout, self.process.stderr):
             if stream is not None:
                 stream.close()
 
     def stop(self) -> None:
+        """Teardown: end the server if a test left it running, and the workers it started
+        (by pid, from /proc: an orphaned worker would hold its output pipes open)."""
         if self.process.poll() is None:
-            self.process.kill()
+            for pid in [*descendants(self.pid), self.pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             self.process.wait(timeout=10)
         self._close()
 

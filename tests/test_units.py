@@ -432,6 +432,19 @@ def test_an_inert_asgi_door_steps_aside(monkeypatch: pytest.MonkeyPatch) -> None
     assert seen == ["http", "object"]
 
 
+def test_our_threads_leave_the_servers_signals_to_the_server() -> None:
+    """A process signal goes to any thread not blocking it; CPython only wakes a main thread
+    blocked on a lock when the signal lands there (granian's workers wait so)."""
+    import signal
+
+    from wsgi_covguard.threads import start_thread
+
+    seen: list[set[int]] = []
+    start_thread(lambda: seen.append(signal.pthread_sigmask(signal.SIG_BLOCK, [])), name="t").join()
+    assert {signal.SIGINT, signal.SIGTERM, signal.SIGHUP} <= seen[0]
+    assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, []), "this one's own"
+
+
 def test_exit_codes_and_the_prefix_of_errors() -> None:
     assert (ExitCode.OK, ExitCode.FAIL, ExitCode.ERROR, ExitCode.INTERRUPTED) == (0, 1, 2, 130)
     error = ConfigError("the port 1 is taken")

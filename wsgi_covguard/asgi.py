@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import inspect
 import sys
-import threading
 import types
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -42,6 +41,7 @@ from .guard import Door, Guard
 from .messages import Answer, ControlRequest
 from .prefork import hypercorn_stop_event, in_prefork_process
 from .stopping import Stopper, TerminateMaster, find_asgi_stopper, keep_sigterm_data
+from .threads import start_thread
 
 __all__ = ["CovGuardASGI"]
 
@@ -68,9 +68,7 @@ class CovGuardASGI(Door):
             # hypercorn's workers stop when their master sets this event, however it was
             # asked to stop; an open websocket would hold the worker (for ever on 3.12+):
             # drain_timeout after the event, the guard ends those still open.
-            threading.Thread(
-                target=_drain_once_set, args=(stop, guard), name="covguard-drain", daemon=True
-            ).start()
+            start_thread(_drain_once_set, stop, guard, name="covguard-drain")
 
     def _inert(self) -> None:
         # Inert, the door steps aside: its call becomes the app's own, without a coroutine

@@ -30,7 +30,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterable, Sequence
@@ -42,6 +41,7 @@ from .errors import ConfigError, CovGuardError, ExitCode
 from .log import say
 from .settings import CONTROL_PREFIX, SHUTDOWN_PATH, TOKEN_ENV, URL_ENV, Settings, server_url
 from .spawn import serve_argv, spawn
+from .threads import start_thread
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -264,7 +264,7 @@ def _serve_from_workers(args: argparse.Namespace, options: Any) -> int:
             )
             return
 
-    threading.Thread(target=announce_when_listening, daemon=True).start()
+    start_thread(announce_when_listening, name="covguard-announce")
     server.run()
     return ExitCode.OK
 

@@ -30,6 +30,7 @@ from .routes import Route, Routes
 from .session import CoverageSession, get_session, start
 from .settings import CONTROL_PREFIX, SHUTDOWN_PATH, Settings
 from .stopping import Stopper, handler_threads, hear_sigterm_while_booting
+from .threads import start_thread
 from .workers import ProcessGroup
 
 __all__ = ["Door", "Guard"]
@@ -174,9 +175,7 @@ class Guard:
                 return False
             self._stopping = True
             self._deadline = time.monotonic() + self.drain_timeout
-        threading.Thread(
-            target=self._drain_save_stop, args=(stopper,), name="covguard-shutdown"
-        ).start()
+        start_thread(self._drain_save_stop, stopper, name="covguard-shutdown", daemon=False)
         return True
 
     def _drain_save_stop(self, stopper: Stopper) -> None:

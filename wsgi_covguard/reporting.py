@@ -33,6 +33,7 @@ from coverage.report_core import get_analysis_to_report
 from coverage.results import Numbers
 
 from .session import CoverageSession
+from .threads import leave_signals
 
 __all__ = ["Reports"]
 
@@ -48,8 +49,7 @@ class Reports:
     def __init__(self, session: CoverageSession) -> None:
         self.session = session
         self._executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="covguard-report", initializer=sys.settrace,
-            initargs=(None,),
+            max_workers=1, thread_name_prefix="covguard-report", initializer=_untraced,
         )  # fmt: skip
         # filename -> ((size, mtime_ns), coverage.py's FileReporter for that version)
         self._reporters: dict[str, tuple[tuple[int, int], Any]] = {}
@@ -169,6 +169,12 @@ def _row(numbers: Numbers, **more: str) -> dict[str, Any]:
         "percent": numbers.pc_covered,
         "shown": numbers.pc_covered_str,
     }
+
+
+def _untraced() -> None:
+    """The reporting thread: no trace function, and the servers' signals left to them."""
+    sys.settrace(None)
+    leave_signals()
 
 
 def _apart_from_the_heap(work: Callable[..., _T], *args: Any) -> _T:

@@ -42,6 +42,7 @@ from .auth import Token
 from .errors import ConfigError, SaveError
 from .log import say
 from .settings import Settings
+from .threads import start_thread
 
 __all__ = ["CoverageSession", "get_session", "start"]
 
@@ -118,7 +119,7 @@ class CoverageSession:
             while not self._finished.wait(every):
                 self.save()
 
-        threading.Thread(target=loop, name="covguard-autosave", daemon=True).start()
+        start_thread(loop, name="covguard-autosave")
 
     def warn_untraced_threads(self) -> None:
         """Say once if threads already running will not be measured (ctrace)."""

@@ -25,7 +25,6 @@ import socket
 import socketserver
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +38,7 @@ from .errors import SaveError
 from .prefork import children, in_prefork_process
 from .safefiles import private_folder
 from .session import CoverageSession
+from .threads import start_thread
 
 __all__ = ["Failure", "ProcessGroup"]
 
@@ -243,7 +243,8 @@ class ProcessGroup:
         import atexit
 
         atexit.register(remove)
-        threading.Thread(target=server.serve_forever, name="covguard-control", daemon=True).start()
+        # Its handler threads inherit the blocked signals.
+        start_thread(server.serve_forever, name="covguard-control")
 
     def _send(self, pid: int, command: dict[str, Any]) -> dict[str, Any]:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
