@@ -7,8 +7,10 @@ stopped by SIGTERM) around the same server for the same requests.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -169,6 +171,43 @@ def test_a_streamed_request_in_flight_at_the_shutdown_completes(
     client.join(timeout=20)
     assert slow == {"status": 200, "size": 200_000}
     assert server.wait(timeout=10) == 0, server.output()
+
+
+@pytest.mark.parametrize("name", ["hypercorn", "daphne"])
+def test_a_server_whose_stop_cuts_takes_no_connection_while_the_door_drains(
+    name: str, notes: Path, servers: Callable[..., RunningServer]
+) -> None:
+    """hypercorn's and daphne's own stops cut a request that arrives as they begin: the
+    door stops the server accepting, asks kept-alive clients to close, drains, then
+    stops it."""
+    port = free_port()
+    server = servers(SERVERS[name]("notes_entry:app", port), cwd=notes, port=port)
+    server.wait_listening()
+    kept = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    kept.request("GET", "/hello")
+    before = kept.getresponse()
+    assert before.read() == b'{"hello":"world"}'
+    assert before.getheader("connection") != "close", "kept alive before the stop"
+    slow = threading.Thread(
+        target=requests.get, args=(f"{server.url}/slow",), kwargs={"params": {"seconds": 3}}
+    )
+    slow.start()
+    wait_in_flight(server.url, 1)
+    assert server.shutdown().status_code == 202
+
+    kept.request("GET", "/hello")
+    during = kept.getresponse()
+    assert during.read() == b'{"hello":"world"}'
+    assert during.getheader("connection") == "close", "the client is asked to close"
+    time.sleep(0.5)  # the door has taken the listening socket off the event loop
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as late:
+        late.sendall(b"GET /counted?late HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        slow.join(timeout=20)
+        assert server.wait(timeout=10) == 0, server.output()
+        with contextlib.suppress(ConnectionResetError):
+            assert late.recv(100) == b"", "no answer: the server closed what it never accepted"
+    log = notes / "requests.log"
+    assert not log.exists() or "late" not in log.read_text(), "the app never saw it"
 
 
 @pytest.mark.parametrize(

@@ -40,7 +40,13 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from .guard import Door, Guard
 from .messages import Answer, ControlRequest
 from .prefork import hypercorn_stop_event, in_prefork_process
-from .stopping import Stopper, TerminateMaster, find_asgi_stopper, keep_sigterm_data
+from .stopping import (
+    AcceptNoMore,
+    Stopper,
+    TerminateMaster,
+    find_asgi_stopper,
+    keep_sigterm_data,
+)
 from .threads import start_thread
 
 __all__ = ["CovGuardASGI"]
@@ -90,9 +96,17 @@ class CovGuardASGI(Door):
     @staticmethod
     def _stopper_of(request: ControlRequest) -> Stopper:
         if in_prefork_process():  # uvicorn --workers, hypercorn, granian: the master stops all
-            # granian's stop closes open websockets at once (1006): drain here first.
-            return TerminateMaster(drains="granian" not in sys.modules)
-        return find_asgi_stopper()
+            # Drain here first where the server's own stop cuts what is in flight: granian
+            # closes open websockets at once (1006); hypercorn, requests that arrive as it
+            # begins (see AcceptNoMore).
+            if "granian" in sys.modules:
+                return TerminateMaster(drains=False)
+            stopper: Stopper = TerminateMaster(drains=hypercorn_stop_event() is None)
+        else:
+            stopper = find_asgi_stopper()
+        if stopper.drains:  # uvicorn's own stop: it lets nothing in half answered
+            return stopper
+        return AcceptNoMore(stopper, request.server_handle)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         guard = self._guard
@@ -111,9 +125,32 @@ class CovGuardASGI(Door):
             return
         began = guard.enter(scope)
         try:
+            if guard.stopping and scope.get("http_version") in ("1.0", "1.1"):
+                send = _closing(send)
             await self.app(scope, receive, send)
         finally:
             guard.leave(scope, began)
+
+
+def _closing(send: Send) -> Send:
+    """``send``, its response asking the client to close the connection after it.
+
+    Once the stop began, a keep-alive connection would carry the client's next request
+    into the server's own stop, which some servers cut: hypercorn's reaper closes a
+    connection it thinks idle as its request arrives, daphne's reactor cancels what
+    runs. Closed, the client's next request opens a new connection, served until the
+    server closes its socket, or refused by the OS: never half answered. (As servers
+    do themselves while they stop; HTTP/1 only, where the header exists.)
+    """
+
+    async def closing(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            if not any(bytes(name).lower() == b"connection" for name, _ in headers):
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+        await send(message)
+
+    return closing
 
 
 async def _serve_websocket(
@@ -218,6 +255,7 @@ def _control_request(
         if raw_path is not None
         else None,
         read_body=read_body,
+        server_handle=loop,
     )
 
 

@@ -29,7 +29,7 @@ from .messages import Answer, ControlRequest
 from .routes import Route, Routes
 from .session import CoverageSession, get_session, start
 from .settings import CONTROL_PREFIX, SHUTDOWN_PATH, Settings
-from .stopping import Stopper, handler_threads, hear_sigterm_while_booting
+from .stopping import Stopper, handler_threads, hear_sigterm_while_booting, refuse_new
 from .threads import start_thread
 from .workers import ProcessGroup
 
@@ -154,6 +154,11 @@ class Guard:
         """How many requests the app is serving now."""
         return len(self._running)
 
+    @property
+    def stopping(self) -> bool:
+        """Whether a shutdown began in this process."""
+        return self._stopping
+
     def announce(self, shutdown_path: str) -> None:
         """Say once per process that it measures, where the data goes, how to stop it."""
         session = self.session
@@ -180,8 +185,11 @@ class Guard:
 
     def _drain_save_stop(self, stopper: Stopper) -> None:
         if not stopper.drains:  # else the server drains, and each process saves at exit
+            settle = refuse_new(stopper)
             self.drain()
             self.session.save()  # on disk before the stop; finish() at exit adds the rest
+            if settle:  # and nothing arrived meanwhile, on a connection kept alive
+                self.drain(settle=settle)
         if self.group is not None:
             # A sibling still booting may not hear its master's stop: granian's forked
             # workers keep the master's SIGTERM handler until they serve, and its master
@@ -189,21 +197,27 @@ class Guard:
             self.group.siblings(boot_timeout=30.0)
         stopper()
 
-    def drain(self, *, at_exit: bool = False) -> None:
+    def drain(self, *, at_exit: bool = False, settle: float = 0.0) -> None:
         """Wait for the requests in flight, until the stop's deadline; name those cut.
 
         The stop has one ``drain_timeout`` in all, however many waits it has: a
         stalled client cannot hold it twice. At exit the server no longer accepts
         connections, and the wait is also for its handler threads that have one but
         have not reached us yet: the interpreter would cut their response short
-        (see :func:`~.stopping.handler_threads`).
+        (see :func:`~.stopping.handler_threads`). ``settle``: until none has been in
+        flight for so many seconds.
         """
         deadline = self._deadline or time.monotonic() + self.drain_timeout
 
         def busy() -> bool:
             return bool(self._running) or (at_exit and bool(handler_threads()))
 
-        while busy() and time.monotonic() < deadline:
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            if busy():
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= settle:
+                break
             time.sleep(0.01)
         with self._lock:
             cut = [

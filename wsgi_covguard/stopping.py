@@ -41,6 +41,7 @@ shutdown thread, never from a thread the server itself must finish.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import os
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
 __all__ = [
+    "AcceptNoMore",
     "CallStop",
     "EndServeLoop",
     "InterruptMain",
@@ -69,6 +71,7 @@ __all__ = [
     "handler_threads",
     "hear_sigterm_while_booting",
     "keep_sigterm_data",
+    "refuse_new",
 ]
 
 
@@ -85,6 +88,76 @@ class Stopper(Protocol):
     drains: bool
 
     def __call__(self) -> None: ...
+
+
+def refuse_new(stopper: Stopper) -> float:
+    """Before the guard drains: ``stopper.refuse_new()``, for a stopper that has one
+    (:class:`AcceptNoMore`). Returns how long no request must have been in flight
+    before the stop (0: the drain is enough)."""
+    refuse = getattr(stopper, "refuse_new", None)
+    if refuse is None:
+        return 0.0
+    refuse()
+    return float(getattr(stopper, "settle", 0.0))
+
+
+class AcceptNoMore:
+    """No new connection accepted on ``loop``; then ``stopper``, once the guard drained.
+
+    For ASGI servers whose own stop cuts what arrives as it begins: hypercorn marks its
+    connections terminated *before* it closes its listening sockets, so a connection it
+    accepts meanwhile is closed just as its request reaches the app; daphne's reactor
+    cancels whatever runs when it stops. The stop the other way round, as a graceful
+    server does it: the listening sockets are taken off the event loop first
+    (``loop.remove_reader``), the guard drains (its answers meanwhile ask clients to
+    close their keep-alive connections), and only then the server's own stop. A client's
+    new connection waits in the listen backlog and is refused when the server closes
+    it: it never reached the app, and is never half answered. A request may still come
+    on a connection kept alive from before the stop: the server is stopped once none
+    has been in flight for ``settle`` seconds (within ``drain_timeout``).
+    """
+
+    drains = False
+    settle = 0.1
+
+    def __init__(self, stopper: Stopper, loop: asyncio.AbstractEventLoop) -> None:
+        self._stopper = stopper
+        self._loop = loop
+        self.name = stopper.name
+
+    def refuse_new(self) -> None:
+        """Take this process's listening sockets off the event loop (from another thread)."""
+        listening = _listening_fds()
+        done = threading.Event()
+
+        def remove() -> None:
+            try:
+                for fd in listening:
+                    self._loop.remove_reader(fd)  # False for one the loop does not serve
+            finally:
+                done.set()
+
+        with contextlib.suppress(RuntimeError):  # the loop already closed: nothing accepts
+            self._loop.call_soon_threadsafe(remove)
+            done.wait(timeout=5.0)
+
+    def __call__(self) -> None:
+        self._stopper()
+
+
+def _listening_fds() -> list[int]:
+    """The file descriptors of this process's listening sockets (Linux: ``/proc``)."""
+    found = []
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/proc/self/fd"):
+            try:
+                # fromfd works on a duplicate: closing it leaves the descriptor open.
+                with socket.fromfd(int(name), socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                        found.append(int(name))
+            except OSError:  # not a socket, or closed since listed
+                continue
+    return found
 
 
 class InterruptMain:
@@ -199,13 +272,13 @@ def find_asgi_stopper() -> Stopper:
 
     uvicorn: its flag. A server whose event loop handles SIGTERM (hypercorn in one
     process: ``loop.add_signal_handler``): SIGTERM to this process, its own graceful
-    stop. Else SIGINT to the main thread.
+    stop, once the guard drained. Else SIGINT to the main thread.
     """
     server = _uvicorn_server()
     if server is not None:
         return SetShouldExit(server)
-    if _loop_handles(signal.SIGTERM):
-        return TerminateMaster(in_master=True)
+    if _loop_handles(signal.SIGTERM):  # its stop cuts requests on keep-alive connections:
+        return TerminateMaster(in_master=True, drains=False)  # the guard drains first
     return InterruptMain()
 
 
