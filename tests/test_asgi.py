@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import signal
 import socket
 import sqlite3
@@ -208,6 +209,49 @@ def test_a_server_whose_stop_cuts_takes_no_connection_while_the_door_drains(
             assert late.recv(100) == b"", "no answer: the server closed what it never accepted"
     log = notes / "requests.log"
     assert not log.exists() or "late" not in log.read_text(), "the app never saw it"
+
+
+def test_hypercorn_workers_all_stop_accepting_and_drain_before_the_master_stops_them(
+    notes: Path, servers: Callable[..., RunningServer]
+) -> None:
+    """The worker taking the shutdown asks its siblings to quiet down too: they answer
+    as stopping and finish what they serve before hypercorn's master stops them."""
+    port = free_port()
+    argv = [*hypercorn("notes_entry:app", port), "--workers", "2"]
+    server = servers(argv, cwd=notes, port=port).wait_listening()
+    kept: dict[int, list[http.client.HTTPConnection]] = {}
+    for _ in range(100):  # the kernel gives each connection to one worker or the other
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("GET", "/__coverage__/status", headers=BEARER)
+        kept.setdefault(json.loads(connection.getresponse().read())["pid"], []).append(connection)
+        if len(kept) == 2 and max(len(connections) for connections in kept.values()) >= 2:
+            break
+    try:
+        sibling, stopping = sorted(kept, key=lambda pid: -len(kept[pid]))
+        slow_one, later_one = kept[sibling][:2]
+        slow: dict[str, object] = {}
+
+        def fetch() -> None:
+            slow_one.request("GET", "/slow?seconds=3")
+            answer = slow_one.getresponse()
+            slow.update(status=answer.status, size=len(answer.read()))
+
+        client = threading.Thread(target=fetch)
+        client.start()
+        time.sleep(0.5)  # the slow request is in the sibling's app
+        kept[stopping][0].request("POST", "/__shutdown__", headers=BEARER)
+        assert kept[stopping][0].getresponse().status == 202
+        time.sleep(0.5)  # the stopping worker told its sibling
+        later_one.request("GET", "/hello")
+        later = later_one.getresponse()
+        assert later.read() == b'{"hello":"world"}'
+        assert later.getheader("connection") == "close", "the sibling answers as stopping"
+        client.join(timeout=20)
+        assert slow == {"status": 200, "size": 200_000}, "the sibling drained before it stopped"
+        assert server.wait(timeout=10) == 0, server.output()
+    finally:
+        for connection in (c for connections in kept.values() for c in connections):
+            connection.close()
 
 
 @pytest.mark.parametrize(

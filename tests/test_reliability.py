@@ -164,7 +164,7 @@ ASGI_UNDER_LOAD: dict[str, Callable[[int], list[str]]] = {
                                     "notes_entry:app", "--workers", "2", "--host", "127.0.0.1",
                                     "--port", str(port)],
     "hypercorn (ASGI)": lambda port: [str(BIN / "hypercorn"), "notes_entry:app", "--bind",
-                                      f"127.0.0.1:{port}"],
+                                      f"127.0.0.1:{port}", "--workers", "2"],
     "daphne (ASGI)": lambda port: [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port),
                                    "notes_entry:app"],
 }  # fmt: skip

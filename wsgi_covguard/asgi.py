@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import inspect
 import sys
+import time
 import types
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -46,6 +47,7 @@ from .stopping import (
     TerminateMaster,
     find_asgi_stopper,
     keep_sigterm_data,
+    stop_accepting,
 )
 from .threads import start_thread
 
@@ -66,15 +68,31 @@ class CovGuardASGI(Door):
     """
 
     app: ASGIApp
+    #: The event loop serving this process, once the lifespan scope told it.
+    _loop: asyncio.AbstractEventLoop | None = None
 
     def _opened(self, guard: Guard) -> None:
         keep_sigterm_data(guard.session)  # uvicorn would lose the data on SIGTERM
+
         stop = hypercorn_stop_event()
         if stop is not None:
             # hypercorn's workers stop when their master sets this event, however it was
             # asked to stop; an open websocket would hold the worker (for ever on 3.12+):
             # drain_timeout after the event, the guard ends those still open.
             start_thread(_drain_once_set, stop, guard, name="covguard-drain")
+
+    def _refuse_new(self) -> None:
+        """A sibling's stop began (hypercorn's workers): no new connection here either.
+        A worker still booting is waited for (within ``drain_timeout``) until it serves,
+        so that it takes no connection afterwards."""
+        deadline = time.monotonic() + self.drain_timeout
+        while time.monotonic() < deadline:
+            loop = self._loop
+            if loop is not None and (
+                stop_accepting(loop) or not isinstance(loop, asyncio.BaseEventLoop)
+            ):  # it served, and no longer does (or its loop is not asyncio's: uvloop)
+                return
+            time.sleep(0.05)
 
     def _inert(self) -> None:
         # Inert, the door steps aside: its call becomes the app's own, without a coroutine
@@ -111,6 +129,8 @@ class CovGuardASGI(Door):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         guard = self._guard
         if guard is None or scope["type"] not in ("http", "websocket"):
+            if scope["type"] == "lifespan" and guard is not None:
+                self._loop = asyncio.get_running_loop()
             await self.app(scope, receive, send)
             return
         if scope["type"] == "http" and guard.routes.may_claim(scope.get("path", "")):

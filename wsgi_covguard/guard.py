@@ -13,6 +13,7 @@ waited for too, and the ones cut are named, once.
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import logging
 import os
@@ -79,13 +80,15 @@ class Guard:
         autosave: float | None,
         name_of: Callable[[Any], str],
         stopper_of: Callable[[ControlRequest], Stopper],
+        refuse_new: Callable[[], object] | None = None,
     ) -> Guard | None:
         """A door's guard, with its routes; None without a token (the door is then inert).
 
         The options are the doors' own (see :class:`~wsgi_covguard.CovGuard`), checked
         here once; the token is the argument, else ``COVGUARD_TOKEN``, else the one
         :func:`~wsgi_covguard.start` was given. ``stopper_of`` finds, from the shutdown
-        request, how to stop the server serving it.
+        request, how to stop the server serving it; ``refuse_new``, how this process
+        stops accepting connections when a sibling's stop asks it to (:meth:`quiet_down`).
         """
         for name, path in (("shutdown_path", shutdown_path), ("control_prefix", control_prefix)):
             if not path.startswith("/") or path.endswith("/") or len(path) < 2:
@@ -115,6 +118,8 @@ class Guard:
 
         hear_sigterm_while_booting()  # before siblings can see this process listen
         group = ProcessGroup(session)
+        if refuse_new is not None:  # set before siblings can ask for it
+            group.on_quiesce = functools.partial(guard.quiet_down, refuse_new=refuse_new)
         group.listen_if_prefork()
         guard.group = group
         guard.routes = Routes(
@@ -186,16 +191,34 @@ class Guard:
     def _drain_save_stop(self, stopper: Stopper) -> None:
         if not stopper.drains:  # else the server drains, and each process saves at exit
             settle = refuse_new(stopper)
+            siblings = None
+            if settle and self.group is not None:  # they stop with the master: quiet them too
+                command = {"op": "quiesce", "settle": settle}
+                tell = functools.partial(self.group.broadcast, command, here=False)
+                siblings = start_thread(tell, name="covguard-quiet")
             self.drain()
             self.session.save()  # on disk before the stop; finish() at exit adds the rest
             if settle:  # and nothing arrived meanwhile, on a connection kept alive
                 self.drain(settle=settle)
+            if siblings is not None:
+                siblings.join(timeout=max(0.0, (self._deadline or 0) - time.monotonic()))
         if self.group is not None:
             # A sibling still booting may not hear its master's stop: granian's forked
             # workers keep the master's SIGTERM handler until they serve, and its master
             # then waits for ever. Wait for them to have booted (their door open), bounded.
             self.group.siblings(boot_timeout=30.0)
         stopper()
+
+    def quiet_down(self, settle: float, refuse_new: Callable[[], object]) -> None:
+        """A sibling's stop began, and this process stops with the master: answer as
+        stopping (the ASGI door then asks clients to close), ``refuse_new()``, and drain
+        until no request has been in flight for ``settle`` seconds (all within
+        ``drain_timeout``)."""
+        with self._lock:
+            self._stopping = True
+            self._deadline = self._deadline or time.monotonic() + self.drain_timeout
+        refuse_new()
+        self.drain(settle=settle)
 
     def drain(self, *, at_exit: bool = False, settle: float = 0.0) -> None:
         """Wait for the requests in flight, until the stop's deadline; name those cut.
@@ -287,12 +310,17 @@ class Door:
             autosave=autosave,
             name_of=self._name_of,
             stopper_of=self._stopper_of,
+            refuse_new=self._refuse_new,
         )
         self.allow_remote = self._guard.routes.allow_remote if self._guard else False
         if self._guard is not None:
             self._opened(self._guard)
         else:
             self._inert()
+
+    #: How this process stops accepting connections when a sibling's stop asks it to
+    #: (:meth:`Guard.quiet_down`); None: it is not asked (the WSGI servers stop alone).
+    _refuse_new: Callable[[], object] | None = None
 
     def _opened(self, guard: Guard) -> None:
         """Called once the door measures (it has a token): what its servers need then."""

@@ -72,6 +72,7 @@ __all__ = [
     "hear_sigterm_while_booting",
     "keep_sigterm_data",
     "refuse_new",
+    "stop_accepting",
 ]
 
 
@@ -127,22 +128,30 @@ class AcceptNoMore:
 
     def refuse_new(self) -> None:
         """Take this process's listening sockets off the event loop (from another thread)."""
-        listening = _listening_fds()
-        done = threading.Event()
-
-        def remove() -> None:
-            try:
-                for fd in listening:
-                    self._loop.remove_reader(fd)  # False for one the loop does not serve
-            finally:
-                done.set()
-
-        with contextlib.suppress(RuntimeError):  # the loop already closed: nothing accepts
-            self._loop.call_soon_threadsafe(remove)
-            done.wait(timeout=5.0)
+        stop_accepting(self._loop)
 
     def __call__(self) -> None:
         self._stopper()
+
+
+def stop_accepting(loop: asyncio.AbstractEventLoop) -> int:
+    """Take this process's listening sockets off ``loop`` (from another thread): no new
+    connection is accepted there; the sockets stay open, for the server to close.
+    Returns how many the loop was serving."""
+    listening = _listening_fds()
+    removed: list[int] = []
+    done = threading.Event()
+
+    def remove() -> None:
+        try:
+            removed.extend(fd for fd in listening if loop.remove_reader(fd))
+        finally:
+            done.set()
+
+    with contextlib.suppress(RuntimeError):  # the loop already closed: nothing accepts
+        loop.call_soon_threadsafe(remove)
+        done.wait(timeout=5.0)
+    return len(removed)
 
 
 def _listening_fds() -> list[int]:

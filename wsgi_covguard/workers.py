@@ -26,7 +26,7 @@ import socketserver
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +72,9 @@ class ProcessGroup:
         self.session = session
         self._server: socketserver.UnixStreamServer | None = None
         self._forked_hook = False
+        #: What ``quiesce`` does in this process (the ASGI door's: stop accepting, drain
+        #: until quiet); nothing if unset.
+        self.on_quiesce: Callable[[float], None] | None = None
 
     # -- the commands, as each process applies them --------------------------------
 
@@ -98,14 +101,20 @@ class ProcessGroup:
                 self.session.reset(to_start=command.get("to") == "start")
             elif operation == "context":
                 self.session.switch_context(str(command["context"]))
+            elif operation == "quiesce":  # a sibling's stop began (see Guard)
+                if self.on_quiesce is not None:
+                    self.on_quiesce(float(command["settle"]))
             else:
                 raise ValueError(f"unknown command {operation!r}")
         except coverage.CoverageException as exc:
             raise SaveError(f"could not save coverage data: {exc}") from None
         return answer
 
-    def broadcast(self, command: dict[str, Any]) -> tuple[list[dict[str, Any]], list[Failure]]:
-        """Apply ``command`` here and in every sibling, all at once; (answers, failures).
+    def broadcast(
+        self, command: dict[str, Any], *, here: bool = True
+    ) -> tuple[list[dict[str, Any]], list[Failure]]:
+        """Apply ``command`` here (unless ``here`` is False) and in every sibling, all at
+        once; (answers, failures).
 
         The siblings work in parallel (16 workers saving one after the other would take
         16 times as long as one); this process does its own part meanwhile.
@@ -116,7 +125,8 @@ class ProcessGroup:
         with ThreadPoolExecutor(max_workers=max(1, len(siblings))) as pool:
             sent = {pid: pool.submit(self._send, pid, command) for pid in siblings}
             try:
-                answers.append(self.apply(command))
+                if here:
+                    answers.append(self.apply(command))
             except OSError as exc:
                 failures.append(Failure(os.getpid(), str(exc), isinstance(exc, SaveError)))
             for pid, answer in sent.items():
