@@ -30,7 +30,7 @@ from .messages import Answer, ControlRequest
 from .routes import Route, Routes
 from .session import CoverageSession, get_session, start
 from .settings import CONTROL_PREFIX, SHUTDOWN_PATH, Settings
-from .stopping import Stopper, handler_threads, hear_sigterm_while_booting, refuse_new
+from .stopping import Stopper, before_drain, handler_threads, hear_sigterm_while_booting
 from .threads import start_thread
 from .workers import ProcessGroup
 
@@ -190,7 +190,7 @@ class Guard:
 
     def _drain_save_stop(self, stopper: Stopper) -> None:
         if not stopper.drains:  # else the server drains, and each process saves at exit
-            settle = refuse_new(stopper)
+            settle = before_drain(stopper)
             siblings = None
             if settle and self.group is not None:  # they stop with the master: quiet them too
                 command = {"op": "quiesce", "settle": settle}

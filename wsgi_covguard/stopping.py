@@ -66,12 +66,12 @@ __all__ = [
     "SetShouldExit",
     "Stopper",
     "TerminateMaster",
+    "before_drain",
     "find_asgi_stopper",
     "find_stopper",
     "handler_threads",
     "hear_sigterm_while_booting",
     "keep_sigterm_data",
-    "refuse_new",
     "stop_accepting",
 ]
 
@@ -91,10 +91,10 @@ class Stopper(Protocol):
     def __call__(self) -> None: ...
 
 
-def refuse_new(stopper: Stopper) -> float:
-    """Before the guard drains: ``stopper.refuse_new()``, for a stopper that has one
-    (:class:`AcceptNoMore`). Returns how long no request must have been in flight
-    before the stop (0: the drain is enough)."""
+def before_drain(stopper: Stopper) -> float:
+    """What ``stopper`` needs before the guard drains: ``stopper.refuse_new()``, for one
+    that has it (:class:`AcceptNoMore`). Returns how long no request must have been in
+    flight before the stop (0: the drain is enough)."""
     refuse = getattr(stopper, "refuse_new", None)
     if refuse is None:
         return 0.0
