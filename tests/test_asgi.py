@@ -26,6 +26,8 @@ from live import TOKEN, RunningServer, data_files, free_port, measured_lines, wa
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from wsgi_covguard.asgi import _NO_ASYNCIO
+
 PY = sys.executable
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 WRONG = {"Authorization": "Bearer wrong-token-0123456789"}
@@ -252,6 +254,28 @@ def test_hypercorn_workers_all_stop_accepting_and_drain_before_the_master_stops_
     finally:
         for connection in (c for connections in kept.values() for c in connections):
             connection.close()
+
+
+def test_under_trio_the_app_is_served_and_the_control_routes_say_they_need_asyncio(
+    notes: Path, servers: Callable[..., RunningServer]
+) -> None:
+    port = free_port()
+    argv = [*hypercorn("notes_entry:app", port), "--worker-class", "trio"]
+    server = servers(argv, cwd=notes, port=port).wait_listening()
+    assert requests.get(f"{server.url}/hello", timeout=10).json() == {"hello": "world"}
+    with connect(f"ws://127.0.0.1:{port}/ws/echo", open_timeout=10) as websocket:
+        websocket.send("through")
+        assert websocket.recv(timeout=10) == "through"
+    answer = server.shutdown()
+    assert answer.status_code == 501
+    assert "-k asyncio" in answer.json()["error"]
+    assert TOKEN not in answer.text
+    server.signal(signal.SIGTERM)
+    assert server.wait(timeout=10) == 0, server.output()
+    said = [line for line in server.output().splitlines() if "need asyncio" in line]
+    assert said == [f"covguard: {_NO_ASYNCIO}"], "one line at start-up"
+    assert "Traceback" not in server.output()
+    assert data_files(notes), "measured and saved at exit all the same"
 
 
 @pytest.mark.parametrize(

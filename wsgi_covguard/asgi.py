@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 import sys
 import time
 import types
@@ -39,7 +40,8 @@ from werkzeug.datastructures import Headers
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .guard import Door, Guard
-from .messages import Answer, ControlRequest
+from .log import say
+from .messages import Answer, ControlRequest, json_answer
 from .prefork import hypercorn_stop_event, in_prefork_process
 from .stopping import (
     AcceptNoMore,
@@ -130,18 +132,26 @@ class CovGuardASGI(Door):
         guard = self._guard
         if guard is None or scope["type"] not in ("http", "websocket"):
             if scope["type"] == "lifespan" and guard is not None:
-                self._loop = asyncio.get_running_loop()
+                self._loop = _asyncio_loop()
+                if self._loop is None:
+                    say(_NO_ASYNCIO, logging.WARNING)
             await self.app(scope, receive, send)
             return
         if scope["type"] == "http" and guard.routes.may_claim(scope.get("path", "")):
-            loop = asyncio.get_running_loop()
+            loop = _asyncio_loop()
+            if loop is None:
+                await _send_answer(json_answer({"error": _NO_ASYNCIO}, 501), send)
+                return
             request = _control_request(scope, receive, loop)
             answer = await loop.run_in_executor(None, guard.routes.answer, request)
             if answer is not None:
                 await _send_answer(answer, send)
                 return
         if scope["type"] == "websocket":
-            await _serve_websocket(self.app, guard, scope, receive, send)
+            if _asyncio_loop() is None:  # it could not be ended at a stop: not counted
+                await self.app(scope, receive, send)
+            else:
+                await _serve_websocket(self.app, guard, scope, receive, send)
             return
         began = guard.enter(scope)
         try:
@@ -150,6 +160,21 @@ class CovGuardASGI(Door):
             await self.app(scope, receive, send)
         finally:
             guard.leave(scope, began)
+
+
+#: Said once at start-up, and answered (501) to control requests, under another event loop.
+_NO_ASYNCIO = (
+    "the control routes need asyncio's event loop, and this server runs another (trio);"
+    " serve with asyncio (hypercorn: -k asyncio, its default); the app itself is served"
+)
+
+
+def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
+    """The running asyncio event loop; None under another one (trio)."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _closing(send: Send) -> Send:
