@@ -9,9 +9,9 @@ with branch data). The server keeps them, so this happens once per file version.
 
 A helper is ``sys.executable -I`` running :func:`_main`: no coverage of its own (the
 variables that would start it are removed), nothing read from the server's current
-folder, the signals it inherited blocked unblocked. Anything that goes wrong in a helper
-(a file it cannot parse, a crash) only means those files are parsed in the server as
-before, where coverage.py reports the error in its own words.
+folder, and the signals it inherited blocked are unblocked. Anything that goes wrong
+in a helper (a file it cannot parse, a crash) only means those files are parsed in
+the server as before, where coverage.py reports the error in its own words.
 """
 
 from __future__ import annotations
