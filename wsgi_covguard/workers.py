@@ -185,7 +185,9 @@ class ProcessGroup:
             return []
         folder = _run_dir()
         me, master = os.getpid(), os.getppid()
-        found = [master] if (folder / f"{master}.sock").exists() else []
+        # The master measures only with --preload, and then listens before any worker
+        # exists. Its file alone proves nothing (see below).
+        found = [master] if _listens(folder / f"{master}.sock") else []
         deadline = time.monotonic() + boot_timeout
         for pid in children(master):
             if pid == me:
