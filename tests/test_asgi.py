@@ -278,6 +278,22 @@ def test_under_trio_the_app_is_served_and_the_control_routes_say_they_need_async
     assert data_files(notes), "measured and saved at exit all the same"
 
 
+@pytest.mark.parametrize("round_", range(5))
+def test_sigterm_twice_stops_hypercorn(
+    round_: int, notes: Path, servers: Callable[..., RunningServer]
+) -> None:
+    """A worker that waited on hypercorn's shutdown event made the master's ``set()``
+    wait for it, and a second SIGTERM then deadlocked the master in its own handler (1
+    time in 10): the door polls the event instead."""
+    port = free_port()
+    server = servers(hypercorn("notes_entry:app", port), cwd=notes, port=port).wait_listening()
+    assert requests.get(f"{server.url}/hello", timeout=10).ok
+    server.signal(signal.SIGTERM)
+    server.signal(signal.SIGTERM)
+    assert server.wait(timeout=10) == 0, server.output()
+    assert data_files(notes)
+
+
 @pytest.mark.parametrize(
     ("name", "status"),
     [

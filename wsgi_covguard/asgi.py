@@ -50,6 +50,7 @@ from .stopping import (
     find_asgi_stopper,
     keep_sigterm_data,
     stop_accepting,
+    watch_hypercorn_stop,
 )
 from .threads import start_thread
 
@@ -81,7 +82,7 @@ class CovGuardASGI(Door):
             # hypercorn's workers stop when their master sets this event, however it was
             # asked to stop; an open websocket would hold the worker (for ever on 3.12+):
             # drain_timeout after the event, the guard ends those still open.
-            start_thread(_drain_once_set, stop, guard, name="covguard-drain")
+            start_thread(watch_hypercorn_stop, stop, guard.drain, name="covguard-drain")
 
     def _refuse_new(self) -> None:
         """A sibling's stop began (hypercorn's workers): no new connection here either.
@@ -254,11 +255,6 @@ async def _close(send: Send) -> None:
         with contextlib.suppress(Exception):  # refused, or the client is gone already
             await send({"type": "websocket.close", "code": code})
             return
-
-
-def _drain_once_set(stop: Any, guard: Guard) -> None:
-    stop.wait()
-    guard.drain()
 
 
 def _control_request(
