@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -310,3 +311,48 @@ def test_under_gunicorn_save_and_reset_reach_every_worker(
     lines = saved_lines(project)
     assert GET_BODY not in lines, "no worker kept lines from before the reset"
     assert STATUS_BODY in lines
+
+
+#: Appended to the entry point, after the guard's own atexit work (atexit runs last in,
+#: first out): a worker that takes a while to exit, as one with slow atexit work of its
+#: own does, while its control socket is still up.
+LINGER_AT_EXIT = """
+import atexit, os, time
+
+def linger():
+    if os.path.exists("linger"):
+        open(f"lingering.{os.getpid()}", "w").close()
+        time.sleep(4)
+
+atexit.register(linger)
+"""
+
+
+def test_a_worker_on_its_way_out_still_answers_its_siblings(
+    project: Path, servers: Callable[..., RunningServer]
+) -> None:
+    # From Python 3.12 an exiting interpreter starts no thread, and the control listener
+    # made one per command: the command went unanswered, with a traceback in the log.
+    (project / "wsgi.py").write_text(HTTPBIN_ENTRY + LINGER_AT_EXIT)
+    port = free_port()
+    argv = [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "-w", "2", "wsgi:application"]
+    master = servers(argv, cwd=project, port=port).wait_listening()
+    for _ in range(100):
+        if len(children(master.pid)) == 2 and control(master, "GET", "status").ok:
+            break
+        drive_httpbin(lambda path: requests.get(master.url + path, timeout=10))
+    leaving = children(master.pid)[0]
+    (project / "linger").touch()
+    os.kill(leaving, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while not (project / f"lingering.{leaving}").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert (project / f"lingering.{leaving}").exists(), master.output()
+
+    saved = control(master, "POST", "save").json()
+    assert saved["errors"] == [], master.output()
+    assert leaving in saved["saved"], "the worker on its way out answered"
+    (project / "linger").unlink()
+    assert master.shutdown().status_code == 202
+    assert master.wait(timeout=15) == 0
+    assert "Traceback" not in master.output()

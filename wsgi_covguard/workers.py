@@ -242,8 +242,7 @@ class ProcessGroup:
                     answer["saving"] = isinstance(exc, SaveError)
                 self.wfile.write(json.dumps(answer).encode() + b"\n")
 
-        server = socketserver.ThreadingUnixStreamServer(str(path), Handler)
-        server.daemon_threads = True
+        server = _Listener(str(path), Handler)
         self._server = server
         owner = os.getpid()
 
@@ -268,6 +267,24 @@ class ProcessGroup:
         if "error" in answer:
             raise (SaveError if answer.get("saving") else ValueError)(answer["error"])
         return answer
+
+
+class _Listener(socketserver.ThreadingUnixStreamServer):
+    """A thread per command, so that commands from several siblings run at once; and
+    in this thread when no thread can start.
+
+    From Python 3.12 an exiting interpreter starts no thread (``RuntimeError``), and a
+    worker on its way out (its atexit work, waiting for its threads) is still a
+    sibling: its command would go unanswered, with a traceback in the server's log.
+    """
+
+    daemon_threads = True
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request(request, client_address)
+        except RuntimeError:  # "can't create new thread at interpreter shutdown"
+            socketserver.BaseServer.process_request(self, request, client_address)
 
 
 def _listens(path: Path) -> bool:
