@@ -227,8 +227,7 @@ def _serve(args: argparse.Namespace) -> int:
     # Ctrl-C, or our own stop, for servers whose loop does not catch it.
     with contextlib.suppress(KeyboardInterrupt):
         server.run()
-    session.finish()
-    return ExitCode.OK
+    return ExitCode.OK if session.finish() is None else ExitCode.NOT_SAVED
 
 
 def _serve_from_workers(args: argparse.Namespace, options: Any) -> int:

@@ -28,6 +28,9 @@ class ExitCode(enum.IntEnum):
     FAIL = 1
     #: A mistake to fix (an APP, a token, a port), no report, or the total below the bar.
     ERROR = 2
+    #: A measuring process could not save its data at its end (a full disk, a read-only
+    #: folder): ``EX_IOERR``, as sysexits.h names it.
+    NOT_SAVED = 74
     #: Interrupted (Ctrl-C): 128 + SIGINT, as a shell reports it.
     INTERRUPTED = 130
 

@@ -20,9 +20,14 @@ _ready = False
 
 
 class _Stderr(logging.Handler):
-    """Writes to the ``sys.stderr`` of the moment (a test's capture, a redirected one)."""
+    """Writes to the ``sys.stderr`` of the moment (a test's capture, a redirected one),
+    unless a handler the application added since shows the record already: an app
+    that configures logging after start-up (``logging.basicConfig()`` in its factory)
+    would otherwise print every message of ours twice."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        if _would_show(record.levelno, besides=self):
+            return
         try:
             sys.stderr.write(self.format(record) + "\n")
             sys.stderr.flush()
@@ -30,11 +35,12 @@ class _Stderr(logging.Handler):
             self.handleError(record)
 
 
-def _would_show(level: int) -> bool:
-    """True if some handler on the way up would show a record of ``level``."""
+def _would_show(level: int, besides: logging.Handler | None = None) -> bool:
+    """True if some handler on the way up (``besides`` that one) would show a record of
+    ``level``."""
     current: logging.Logger | None = logger
     while current is not None:
-        if any(handler.level <= level for handler in current.handlers):
+        if any(h.level <= level for h in current.handlers if h is not besides):
             return True
         if not current.propagate:
             break

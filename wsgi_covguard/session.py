@@ -14,7 +14,9 @@ itself. We only add three things coverage's API leaves to its caller:
   so every process, and every worker of a pre-fork server, has its own file
   that ``coverage combine`` and pytest-cov find;
 - :meth:`CoverageSession.finish` stops and saves once per process, however many
-  of the shutdown route, ``atexit``, SIGTERM and SIGINT get there;
+  of the shutdown route, ``atexit``, SIGTERM, SIGINT and SIGHUP get there, and
+  however close together (a signal that arrives during that save waits for it);
+  a process whose last save failed says so once and exits with status 74;
 - on Python 3.12+ the ``sysmon`` core is chosen when the configuration allows
   it, since it costs next to nothing where ``ctrace`` halves the throughput.
 """
@@ -22,6 +24,7 @@ itself. We only add three things coverage's API leaves to its caller:
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import gc
 import glob
@@ -29,9 +32,11 @@ import logging
 import os
 import shutil
 import signal
+import sqlite3
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -39,7 +44,7 @@ from typing import Any
 import coverage
 
 from .auth import Token
-from .errors import ConfigError, SaveError
+from .errors import ConfigError, ExitCode, SaveError
 from .log import say
 from .settings import Settings
 from .threads import start_thread
@@ -94,6 +99,9 @@ class CoverageSession:
         self._lock = threading.RLock()
         self._finished_pid: int | None = None
         self._finished = threading.Event()
+        #: Why this process's last save (:meth:`finish`) failed, if it did.
+        self.unsaved: str | None = None
+        self._said_a_failure = False  # the first failed save is said; the rest at the end
         self._autosave_every: float | None = None
         #: Conditions that keep data from being measured as configured.
         self.warnings: list[str] = []
@@ -215,22 +223,47 @@ class CoverageSession:
     def save(self) -> str | None:
         """Write what was measured so far; measuring goes on. Returns the error, if any.
 
+        The first error is said in the log; the later ones only to the caller (a control
+        route answers 507 with it), until :meth:`finish` says whether the last save failed
+        too: a full disk under an autosave every second is one line, not thousands.
         The file name changes with each save that adds data (coverage puts a
         hash of the data in it), so nobody should keep the name.
         """
         with self._lock:
-            return self._save()
+            error = self._save()
+            if error is not None and not self._said_a_failure:
+                self._said_a_failure = True
+                say(f"{error} (said once; the end of the process says if data was lost)",
+                    logging.WARNING)  # fmt: skip
+            return error
 
-    def finish(self) -> None:
-        """Stop measuring (if we started it) and save: once per process."""
-        with self._lock:
+    def finish(self) -> str | None:
+        """Stop measuring (if we started it) and save: once per process. Returns why the
+        save failed, if it did (:attr:`unsaved`), said once in the log.
+
+        Everything that ends the process calls it, signal handlers too: a signal that
+        arrives meanwhile waits for the save (:func:`_signals_wait`). Two SIGTERMs 5 ms
+        apart killed the process in the middle of this write, and a data file of 0
+        bytes was all that was left.
+        """
+        with _signals_wait(), self._lock:
             if self._finished_pid == os.getpid():
-                return
+                return self.unsaved
             self._finished_pid = os.getpid()
             self._finished.set()
             if self.owned:
                 self.coverage.stop()
-            self._save()
+            error = self._save()
+            if error is not None:
+                self.unsaved = error
+                free = _free_bytes(os.path.dirname(self.data_file))
+                say(
+                    f"{error}; this process's data since its last save is lost"
+                    f" ({free} bytes free in {os.path.dirname(self.data_file)!r}),"
+                    f" so it exits with status {int(ExitCode.NOT_SAVED)}",
+                    logging.ERROR,
+                )
+            return error
 
     def remember_start_up(self) -> None:
         """Keep a copy of what was measured so far: the state a reset ``to_start`` returns to.
@@ -246,6 +279,7 @@ class CoverageSession:
                 read = data.arcs if data.has_arcs() else data.lines
                 measured = {name: read(name) or [] for name in data.measured_files()}
                 self._start_up = (data.has_arcs(), measured)
+                data.close(force=True)
 
     def fingerprint(self) -> list[Any]:
         """A value that changes whenever this process's data does, cheap to take.
@@ -268,7 +302,11 @@ class CoverageSession:
         """Everything measured so far, serialized (:meth:`coverage.CoverageData.dumps`),
         without writing the data file: what a reader of the data gets."""
         with self._lock:
-            return _measured_so_far(self.coverage, self.context).dumps()
+            memory = _measured_so_far(self.coverage, self.context)
+        try:
+            return memory.dumps()
+        finally:
+            memory.close(force=True)  # coverage keeps an in-memory database open otherwise
 
     @property
     def remembers_start_up(self) -> bool:
@@ -285,14 +323,23 @@ class CoverageSession:
         line's event after its first hit; those events are re-armed.
         """
         with self._lock:
+            short = self._short_of_room()
+            if short is not None:
+                raise SaveError(short)
             data = self.coverage.get_data()
             _erase(data)
             if to_start and self._start_up is not None:
                 arcs, measured = self._start_up
-                if arcs:
-                    data.add_arcs(measured)
-                else:
-                    data.add_lines(measured)
+                try:
+                    (data.add_arcs if arcs else data.add_lines)(measured)
+                except (OSError, sqlite3.Error, coverage.CoverageException) as exc:
+                    # coverage writes without a journal: what the failed write left is no
+                    # data file, and every later save would fail on it. Gone, it is not.
+                    _erase(data)
+                    raise SaveError(
+                        f"could not write the start-up state beside {self.data_file!r}: {exc};"
+                        " the data is empty now: free some space there and reset again"
+                    ) from None
             monitoring = getattr(sys, "monitoring", None)  # Python 3.12+
             if monitoring is not None and self.core == "sysmon":
                 monitoring.restart_events()
@@ -339,11 +386,8 @@ class CoverageSession:
         if error is None:
             try:
                 self.coverage.save()
-            except (OSError, coverage.CoverageException) as exc:
+            except (OSError, sqlite3.Error, coverage.CoverageException) as exc:
                 error = f"could not save coverage data beside {self.data_file!r}: {exc}"
-        if error is not None:
-            # At exit nobody can act on a traceback; one clear line it is.
-            say(error, logging.ERROR)
         return error
 
     def _short_of_room(self) -> str | None:
@@ -359,13 +403,56 @@ class CoverageSession:
         mine = glob.glob(f"{glob.escape(self.data_file)}.*.pid{os.getpid()}.*")
         current = max((os.path.getsize(path) for path in mine if os.path.isfile(path)), default=0)
         needed = max(MIN_FREE_BYTES, current)
-        free = shutil.disk_usage(folder).free
+        free = _free_bytes(folder)
         if free >= needed:
             return None
         return (
             f"could not save coverage data beside {self.data_file!r}: {free} bytes free,"
             f" {needed} needed to write safely; free some space there"
         )
+
+
+def _free_bytes(folder: str) -> int:
+    """The bytes free in ``folder``'s file system (0 if it cannot be told: it is gone)."""
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return 0
+
+
+#: The signals that end a server and run :meth:`CoverageSession.finish` on their way.
+_ENDING_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _signals_wait() -> Iterator[None]:
+    """SIGTERM, SIGINT and SIGHUP arriving now wait until the block is over.
+
+    Python runs signal handlers in the main thread, between two bytecodes: a second
+    SIGTERM during the last save ran the default action from the first's handler and
+    ended the process with its data file half written. Here the handlers are set
+    aside and a signal only noted. It is not acted on afterwards: every signal of
+    these asks the process to end, and it is ending (a ``KeyboardInterrupt`` raised in
+    an atexit handler would only print a traceback). Elsewhere than in the main
+    thread, the main thread's handlers wait for the save's lock instead.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    kept: dict[signal.Signals, Any] = {}
+    for ending in _ENDING_SIGNALS:
+        handler = signal.getsignal(ending)
+        if handler is not None and handler is not signal.SIG_IGN:  # None: not Python's own
+            kept[ending] = signal.signal(ending, _note_only)
+    try:
+        yield
+    finally:
+        for ending, handler in kept.items():
+            signal.signal(ending, handler)
+
+
+def _note_only(signum: int, frame: FrameType | None) -> None:
+    """A signal that came during the last save: the process is ending already."""
 
 
 def _erase(data: coverage.CoverageData) -> None:
@@ -590,8 +677,24 @@ def _finish_at_exit(session: CoverageSession) -> None:
     collection; Python never promised to finalize objects still alive at exit,
     and the handlers registered before ours (logging's flush) still run.
     """
-    session.finish()
+    unsaved = session.finish()
     gc.freeze()
+    if unsaved is not None:
+        # A process that could not save must not exit 0 as if it had (a CI job would
+        # pass with no data). atexit cannot change the exit status: the handlers
+        # registered before ours (logging's flush) run now, then the process ends.
+        logging.shutdown()
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(ExitCode.NOT_SAVED)
+
+
+def _exit_unsaved(session: CoverageSession) -> None:
+    """A multiprocessing child's last finalizer: exit 74 if its last save failed
+    (multiprocessing turns the ``SystemExit`` into the process's exit status)."""
+    if session.unsaved is not None:
+        raise SystemExit(ExitCode.NOT_SAVED)
 
 
 def _save_on_every_way_out(session: CoverageSession) -> None:
@@ -604,20 +707,23 @@ def _save_on_every_way_out(session: CoverageSession) -> None:
         import multiprocessing.util
 
         multiprocessing.util.Finalize(None, session.finish, exitpriority=10)
+        multiprocessing.util.Finalize(None, _exit_unsaved, (session,), exitpriority=-100)
     if threading.current_thread() is not threading.main_thread():
         return  # signal handlers can only be set from the main thread
     # A server started as ``cmd &`` by a non-interactive shell inherits SIGINT
     # ignored; every SIGINT stop (ours, Ctrl-C) would silently do nothing.
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    # Where SIGTERM would kill the process without running atexit (waitress,
-    # werkzeug), save first, then die of SIGTERM as the sender expects. A
-    # server with its own handler (gunicorn) exits through atexit instead.
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
 
-        def _save_then_terminate(signum: int, frame: FrameType | None) -> None:
-            session.finish()
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
+    # Where SIGTERM or SIGHUP (a closed terminal, a supervisor's reload) would end the
+    # process without running atexit (waitress, werkzeug), save first, then die of the
+    # signal as the sender expects. A server with its own handler (gunicorn's master
+    # reloads on SIGHUP) exits through atexit instead, or goes on.
+    def _save_then_die(signum: int, frame: FrameType | None) -> None:
+        session.finish()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
 
-        signal.signal(signal.SIGTERM, _save_then_terminate)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is signal.SIG_DFL:
+            signal.signal(signum, _save_then_die)
