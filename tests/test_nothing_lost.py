@@ -262,10 +262,13 @@ def test_a_process_that_could_not_save_exits_74_and_says_so_at_the_end(
         assert live.wait(timeout=15) == 74
         log = live.stderr if isinstance(live, CovguardServe) else live.output()
         said = [line for line in log.splitlines() if "could not save coverage data" in line]
-        first, last = said  # the first failure (the save route's), and the end, once each
-        assert first.startswith("covguard: could not save coverage data beside")
+        # The first failure (the save route's), and the end, once each, in the app's own
+        # format once it configured logging.
+        prefix = "covguard: " if how == "covguard serve" else "app-log: covguard: "
+        first, last = said
+        assert first.startswith(prefix + "could not save coverage data beside")
         assert "(said once; the end of the process says if data was lost)" in first
-        assert last.startswith("covguard: could not save coverage data beside")
+        assert last.startswith(prefix + "could not save coverage data beside")
         assert "bytes free in " + repr(str(small_disk)) in last
         assert "exits with status 74" in last
         assert "Traceback" not in log
