@@ -502,9 +502,12 @@ def test_the_stop_names_the_requests_it_cuts_once(
     assert guard.in_flight() == 1
     with caplog.at_level(logging.INFO, logger="covguard"):
         guard.drain()
+        assert caplog.records == [], "not cut yet: the doors end what they can first"
+        assert guard.ending, "and are told to"
+        guard.drain(at_exit=True)
         guard.drain(at_exit=True)
     assert [r.getMessage() for r in caplog.records] == [
-        "1 request(s) still in flight after drain_timeout=0s; stopping anyway, cutting GET /slow"
+        "cut GET /slow: still running at drain_timeout=0s (its client sees the connection closed)"
     ]
     guard.leave(slow, began)
     assert guard.in_flight() == 0

@@ -154,10 +154,13 @@ class CovGuardASGI(Door):
             else:
                 await _serve_websocket(self.app, guard, scope, receive, send)
             return
-        began = guard.enter(scope)
+        if guard.stopping and scope.get("http_version") in ("1.0", "1.1"):
+            send = _closing(send)
+        if _asyncio_loop() is not None:
+            await _serve_http(self.app, guard, scope, receive, send)
+            return
+        began = guard.enter(scope)  # under trio: counted, not ended at the deadline
         try:
-            if guard.stopping and scope.get("http_version") in ("1.0", "1.1"):
-                send = _closing(send)
             await self.app(scope, receive, send)
         finally:
             guard.leave(scope, began)
@@ -199,6 +202,55 @@ def _closing(send: Send) -> Send:
     return closing
 
 
+async def _serve_http(
+    app: ASGIApp, guard: Guard, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """The app's HTTP request, in flight until its call returns; its response cut if it
+    is still being sent when the drain runs out.
+
+    A response under way (a stream, server-sent events) has no end the server waits
+    for: uvicorn and granian wait for every task at their graceful stop. At the
+    deadline its task is cancelled and the door returns, the response unfinished: the
+    server closes the connection (uvicorn says "ASGI callable returned without
+    completing response"), and the client sees the body end short. A response not yet
+    begun is left alone: cancelled, it would become the server's 500; it ends with the
+    process instead (:meth:`~.guard.Guard._end_at_the_latest`).
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    state = {"started": False, "ended": False}
+
+    async def watched(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            state["started"] = True
+        await send(message)
+
+    def end_here() -> None:
+        if state["started"] and not task.done():
+            state["ended"] = True
+            task.cancel()
+
+    def end() -> bool:  # from the stopping thread
+        if not state["started"]:
+            return False
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to end
+            loop.call_soon_threadsafe(end_here)
+            return True
+        return False
+
+    began = guard.enter(scope, end=end)
+    try:
+        await app(scope, receive, watched)
+    except asyncio.CancelledError:
+        if not state["ended"]:
+            raise  # the server's own cancellation goes on
+        task.uncancel()
+        guard.note_cut(scope)
+    finally:
+        guard.leave(scope, began)
+
+
 async def _serve_websocket(
     app: ASGIApp, guard: Guard, scope: Scope, receive: Receive, send: Send
 ) -> None:
@@ -229,9 +281,11 @@ async def _serve_websocket(
             state["closed"] = True
         await send(message)
 
-    def end() -> None:  # from the stopping thread
+    def end() -> bool:  # from the stopping thread
         with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to end
             loop.call_soon_threadsafe(end_here)
+            return True
+        return False
 
     began = guard.enter(scope, end=end)
     try:
@@ -244,6 +298,7 @@ async def _serve_websocket(
         if not ended:
             raise  # the server's cancellation goes on
         task.uncancel()
+        guard.note_cut(scope, "closed cleanly" if state["accepted"] else "refused")
     finally:
         guard.leave(scope, began)
 

@@ -7,16 +7,28 @@ each of the app's requests begins and ends, in its protocol's terms; the guard
 knows no protocol. The shutdown route's answer, once on the wire, begins the stop: drain the
 requests in flight (one ``drain_timeout`` in all, however many waits), save, then
 the server's own stopper (:mod:`.stopping`); at exit, requests that came late are
-waited for too, and the ones cut are named, once.
+waited for too.
+
+The stop has one deadline, ``drain_timeout`` after it began, in every process of the
+server (the one taking the shutdown tells its siblings). At the deadline the door
+ends what is still running where it can: a streamed WSGI body at its next chunk, an
+ASGI response under way, a websocket. What it cannot end (a handler still inside the
+app, a server waiting on a client of its own) is ended with the process, half a
+second later, once its data is saved (:meth:`Guard._end_at_the_latest`): the
+server's own, longer waits (gunicorn's ``graceful_timeout``, then its SIGKILL;
+waitress's 5 s for its threads; uvicorn's wait for every task) are never reached.
+A request is named as cut when it is, once.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +36,7 @@ from typing import Any
 
 from .control import LiveControls
 from .dashboard import Dashboard
-from .errors import ConfigError
+from .errors import ConfigError, ExitCode
 from .log import say
 from .messages import Answer, ControlRequest
 from .routes import Route, Routes
@@ -35,6 +47,10 @@ from .threads import start_thread
 from .workers import ProcessGroup
 
 __all__ = ["Door", "Guard"]
+
+#: Seconds past the stop's deadline that the process is given to end by itself, before it
+#: is ended with its data saved (see :meth:`Guard._end_at_the_latest`).
+LAST_GRACE = 0.5
 
 
 class Guard:
@@ -54,12 +70,15 @@ class Guard:
         self._lock = threading.Lock()
         # The requests passed to the app and not finished: id(request) -> request.
         self._running: dict[int, Any] = {}
-        # How to end those the door can end when the drain runs out (ASGI websockets).
-        self._enders: dict[int, Callable[[], object]] = {}
+        # How to end those the door can end when the drain runs out (ASGI responses and
+        # websockets): each returns True if it ended its request.
+        self._enders: dict[int, Callable[[], bool]] = {}
         # When the stop must be over, once a shutdown began: one drain_timeout in all.
         self._deadline: float | None = None
         self._named_cut: set[int] = set()  # requests said to be cut (named once)
         self._stopping = False
+        #: True once the deadline passed with requests in flight: the doors end theirs.
+        self.ending = False
         #: The control routes (:meth:`open` makes them).
         self.routes: Routes
         #: This process and, under a pre-fork server, its siblings (:meth:`open` sets it).
@@ -120,6 +139,7 @@ class Guard:
         group = ProcessGroup(session)
         if refuse_new is not None:  # set before siblings can ask for it
             group.on_quiesce = functools.partial(guard.quiet_down, refuse_new=refuse_new)
+        group.on_deadline = guard.told_deadline
         group.listen_if_prefork()
         guard.group = group
         guard.routes = Routes(
@@ -134,11 +154,12 @@ class Guard:
         guard.announce(shutdown_path)
         return guard
 
-    def enter(self, request: Any, end: Callable[[], object] | None = None) -> int:
+    def enter(self, request: Any, end: Callable[[], bool] | None = None) -> int:
         """Count ``request`` in flight; returns what :meth:`leave` needs back.
 
         ``end``, if given, ends the request cleanly when the drain runs out (an open
-        websocket has no end of its own); it is called from the stopping thread.
+        websocket has no end of its own), and says whether it did; it is called from
+        the stopping thread.
         """
         began = len(self.session.contexts)
         with self._lock:
@@ -184,11 +205,74 @@ class Guard:
             if self._stopping:
                 return False
             self._stopping = True
-            self._deadline = time.monotonic() + self.drain_timeout
+        self.stop_by(time.monotonic() + self.drain_timeout)
         start_thread(self._drain_save_stop, stopper, name="covguard-shutdown", daemon=False)
         return True
 
+    def stop_by(self, deadline: float) -> None:
+        """The stop must be over by ``deadline`` (``time.monotonic()``, one clock for every
+        process of the machine); the first deadline set stands. Also what a sibling's stop
+        tells this process (``{"op": "deadline"}``): then, at the deadline, what still
+        runs here is ended too."""
+        with self._lock:
+            first = self._deadline is None
+            self._stopping = True
+            if first:
+                self._deadline = deadline
+        if first:
+            start_thread(self._end_at_the_latest, name="covguard-deadline")
+
+    def told_deadline(self, deadline: float) -> None:
+        """A sibling's stop began, and the server stops this process too: it must be over
+        by ``deadline``; what still runs here then is ended (:meth:`drain`, in a thread)."""
+        self.stop_by(deadline)
+        start_thread(self.drain, name="covguard-drain")
+
+    def _end_at_the_latest(self) -> None:
+        """Half a second past the deadline, a process still running is ended, its data saved.
+
+        By then the door has ended what it could, and the server's own stop had its
+        time: what holds the process still is a handler inside the app (a thread
+        cannot be stopped from outside), or a server waiting for something of its own,
+        longer than the stop may last. Its clients see their connections closed.
+        """
+        assert self._deadline is not None
+        time.sleep(max(0.0, self._deadline + LAST_GRACE - time.monotonic()))
+        with self._lock:
+            held = [self._name_of(request) for request in self._running.values()]
+        why = f", cutting {_listed(held)}" if held else ""
+        say(
+            f"this process had not ended {LAST_GRACE}s after drain_timeout={self.drain_timeout}s;"
+            f" ending it now, its data saved{why}",
+            logging.WARNING,
+        )
+        error = self.session.finish()
+        logging.shutdown()
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(ExitCode.NOT_SAVED if error is not None else ExitCode.OK)
+
+    def note_cut(self, request: Any, how: str = "its client sees the connection closed") -> None:
+        """Say that ``request`` was ended at the deadline, and ``how`` (once each)."""
+        with self._lock:
+            if id(request) in self._named_cut:
+                return
+            self._named_cut.add(id(request))
+        say(
+            f"cut {self._name_of(request)}: still running at drain_timeout={self.drain_timeout}s"
+            f" ({how})",
+            logging.WARNING,
+        )
+
     def _drain_save_stop(self, stopper: Stopper) -> None:
+        if stopper.drains and self.group is not None:
+            # The server drains every process itself (gunicorn, uvicorn's workers): each
+            # is told the deadline, here and in the siblings, and saves at its exit.
+            command = {"op": "deadline", "at": self._deadline}
+            tell = functools.partial(self.group.broadcast, command, here=False)
+            start_thread(tell, name="covguard-deadline-tell").join(2.0)
+            start_thread(self.drain, name="covguard-drain")
         if not stopper.drains:  # else the server drains, and each process saves at exit
             settle = before_drain(stopper)
             siblings = None
@@ -214,21 +298,20 @@ class Guard:
         stopping (the ASGI door then asks clients to close), ``refuse_new()``, and drain
         until no request has been in flight for ``settle`` seconds (all within
         ``drain_timeout``)."""
-        with self._lock:
-            self._stopping = True
-            self._deadline = self._deadline or time.monotonic() + self.drain_timeout
+        self.stop_by(time.monotonic() + self.drain_timeout)
         refuse_new()
         self.drain(settle=settle)
 
     def drain(self, *, at_exit: bool = False, settle: float = 0.0) -> None:
-        """Wait for the requests in flight, until the stop's deadline; name those cut.
+        """Wait for the requests in flight, until the stop's deadline; then end them.
 
         The stop has one ``drain_timeout`` in all, however many waits it has: a
         stalled client cannot hold it twice. At exit the server no longer accepts
         connections, and the wait is also for its handler threads that have one but
         have not reached us yet: the interpreter would cut their response short
         (see :func:`~.stopping.handler_threads`). ``settle``: until none has been in
-        flight for so many seconds.
+        flight for so many seconds. Past the deadline, :attr:`ending` tells the doors
+        to end their requests, and those that can be ended here are.
         """
         deadline = self._deadline or time.monotonic() + self.drain_timeout
 
@@ -242,28 +325,24 @@ class Guard:
             elif time.monotonic() - quiet_since >= settle:
                 break
             time.sleep(0.01)
-        with self._lock:
-            cut = [
-                self._name_of(request)
-                for key, request in self._running.items()
-                if key not in self._named_cut
-            ]
-            self._named_cut.update(self._running)
-            enders = list(self._enders.values())
-        if cut:
-            shown = ", ".join(cut[:5]) + (f" and {len(cut) - 5} more" if len(cut) > 5 else "")
-            say(
-                f"{len(cut)} request(s) still in flight after drain_timeout={self.drain_timeout}s;"
-                f" stopping anyway, cutting {shown}",
-                logging.WARNING,
-            )
-        if not enders:
+        if not self._running:
             return
-        for end in enders:
-            end()
-        ending = time.monotonic() + 1.0  # the ended ones run their cleanup, and leave
-        while self._enders and time.monotonic() < ending:
+        self.ending = True  # a streamed WSGI body ends at its next chunk
+        if at_exit:  # the process ends now, and what still runs with it
+            for request in list(self._running.values()):
+                self.note_cut(request)
+            return
+        with self._lock:
+            enders = dict(self._enders)
+        ended = {key for key, end in enders.items() if end()}
+        ending = time.monotonic() + LAST_GRACE / 2  # the ended ones clean up, and leave
+        while ended & self._running.keys() and time.monotonic() < ending:
             time.sleep(0.01)
+
+
+def _listed(names: list[str]) -> str:
+    """``"GET /a, GET /b and 3 more"``: the first five names."""
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
 class Door:

@@ -16,11 +16,15 @@ answers ``202 Accepted`` and then, in this order: the response is delivered
 (the stop is triggered once the body is written); requests in flight finish
 (up to ``drain_timeout``); the data is saved; the server is stopped through
 its own clean path (:mod:`wsgi_covguard.stopping`); at exit, coverage stops
-and saves for good, and the process exits 0.
+and saves for good, and the process exits 0. A streamed body still being sent at
+``drain_timeout`` (a download, server-sent events) is cut at its next chunk: its
+client sees the connection close, as if the network had dropped it.
 """
 
 from __future__ import annotations
 
+import errno
+import functools
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
@@ -28,14 +32,14 @@ from typing import TYPE_CHECKING
 from werkzeug.datastructures import EnvironHeaders
 from werkzeug.wrappers import Request, Response
 
-from .guard import Door
+from .guard import Door, Guard
 from .messages import Answer, ControlRequest
 from .stopping import Stopper, find_stopper
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["CovGuard"]
+__all__ = ["CovGuard", "RequestCut"]
 
 
 class CovGuard(Door):
@@ -76,35 +80,71 @@ class CovGuard(Door):
             guard.leave(environ, began)
             raise
         if hasattr(result, "__len__"):
-            return _SizedTracked(result, guard.leave, environ, began)
-        return _Tracked(result, guard.leave, environ, began)
+            return _SizedTracked(result, guard, environ, began)
+        return _Tracked(result, guard, environ, began)
+
+
+class RequestCut(ConnectionResetError):
+    """Raised into the server from a streamed body still being sent at the stop's deadline.
+
+    Every server takes a connection reset for what it is, a client gone: it stops
+    sending and closes the connection, quietly (werkzeug, gunicorn, cheroot, wsgiref,
+    granian; waitress through the subclass :func:`_cut` makes). Its client sees the
+    body end short (a chunked body without its last chunk, fewer bytes than
+    ``Content-Length``): never a complete-looking answer, nor a 500.
+    """
+
+
+@functools.cache
+def _cut() -> type[RequestCut]:
+    """:class:`RequestCut`, and waitress's own ``ClientDisconnected`` too under waitress,
+    which logs a traceback for any other exception (its log: "Client disconnected")."""
+    disconnected = getattr(sys.modules.get("waitress.channel"), "ClientDisconnected", None)
+    if disconnected is None:
+        return RequestCut
+    return type("RequestCut", (RequestCut, disconnected), {"__module__": __name__})
+
+
+def _until_cut(chunks: Iterator[bytes], guard: Guard, environ: WSGIEnvironment) -> Iterator[bytes]:
+    """``chunks``, until the stop's deadline passed (:attr:`Guard.ending`) while sending.
+
+    Not under granian, which iterates the body from Rust and logs any exception with a
+    traceback, and ends a body that stops early as if it were whole: the stream goes on
+    there until the process ends, half a second later (:meth:`Guard._end_at_the_latest`),
+    which cuts it for the client.
+    """
+    for chunk in chunks:
+        if guard.ending and environ.get("SERVER_SOFTWARE") != "Granian":
+            guard.note_cut(environ)
+            raise _cut()(errno.ECONNRESET, "cut at the stop's deadline (drain_timeout)")
+        yield chunk
 
 
 class _Tracked:
     """The application's response, passed on untouched but for ``close()``.
 
-    ``__iter__`` hands the server the inner iterator itself, so the body costs
-    nothing extra; ``close()`` closes the inner iterable and then, whatever
-    happened, tells the middleware the request is over (once), with its environ
+    ``__iter__`` hands the server the body as it is, with one check per chunk for a
+    body of unknown length (a generator: a stream that may outlast the stop, cut at
+    the deadline); ``close()`` closes the inner iterable and then, whatever
+    happened, tells the guard the request is over (once), with its environ
     and the number of contexts there were when it began.
     """
 
-    __slots__ = ("_began", "_done", "_environ", "_inner")
+    __slots__ = ("_began", "_environ", "_guard", "_inner")
 
     def __init__(
-        self,
-        inner: Iterable[bytes],
-        done: Callable[[WSGIEnvironment, int], None],
-        environ: WSGIEnvironment,
-        began: int,
+        self, inner: Iterable[bytes], guard: Guard, environ: WSGIEnvironment, began: int
     ) -> None:
         self._inner = inner
-        self._done: Callable[[WSGIEnvironment, int], None] | None = done
+        self._guard: Guard | None = guard
         self._environ = environ
         self._began = began
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(self._inner)
+        guard = self._guard
+        if guard is None:  # closed already: nothing more will be sent
+            return iter(self._inner)
+        return _until_cut(iter(self._inner), guard, self._environ)
 
     def close(self) -> None:
         try:
@@ -118,15 +158,19 @@ class _Tracked:
         # Also when the server drops the response without close(): werkzeug
         # skips it when the client resets the connection. A request counted in
         # flight forever would hold every shutdown for its whole drain_timeout.
-        done, self._done = self._done, None
-        if done is not None:
-            done(self._environ, self._began)
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            guard.leave(self._environ, self._began)
 
 
 class _SizedTracked(_Tracked):
-    """A tracked list-like body: servers (waitress) use ``len()`` to set Content-Length."""
+    """A tracked list-like body: servers (waitress) use ``len()`` to set Content-Length.
+    It is in memory already, so it is handed on as it is: its sending is the server's."""
 
     __slots__ = ()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._inner)
 
     def __len__(self) -> int:
         return len(self._inner)  # type: ignore[arg-type]

@@ -75,6 +75,8 @@ class ProcessGroup:
         #: What ``quiesce`` does in this process (the ASGI door's: stop accepting, drain
         #: until quiet); nothing if unset.
         self.on_quiesce: Callable[[float], None] | None = None
+        #: What ``deadline`` does here: the stop must be over by then (the guard's).
+        self.on_deadline: Callable[[float], None] | None = None
 
     # -- the commands, as each process applies them --------------------------------
 
@@ -105,6 +107,9 @@ class ProcessGroup:
             elif operation == "quiesce":  # a sibling's stop began (see Guard)
                 if self.on_quiesce is not None:
                     self.on_quiesce(float(command["settle"]))
+            elif operation == "deadline":  # a sibling's stop began: it ends by then
+                if self.on_deadline is not None:
+                    self.on_deadline(float(command["at"]))
             else:
                 raise ValueError(f"unknown command {operation!r}")
         except coverage.CoverageException as exc:

@@ -43,6 +43,31 @@ async def slow(seconds: float = 1.5) -> StreamingResponse:
     return StreamingResponse(chunks(), media_type="application/octet-stream")
 
 
+@api.get("/drip")
+async def drip() -> StreamingResponse:
+    async def chunks():
+        for number in range(300):
+            yield f"{number}\n".encode()  # a stream's line: it runs as long as it streams
+            await asyncio.sleep(0.2)
+
+    return StreamingResponse(chunks(), media_type="text/plain")
+
+
+@api.get("/events")
+async def events() -> StreamingResponse:
+    async def feed():
+        for number in range(120):
+            yield f"data: {number}\n\n".encode()
+            await asyncio.sleep(0.5)
+
+    return StreamingResponse(feed(), media_type="text/event-stream")
+
+
+@api.get("/big")
+def big() -> PlainTextResponse:
+    return PlainTextResponse("x" * 30_000_000)  # for a client that reads it slowly
+
+
 def remember(text: str) -> None:
     NOTES[len(NOTES) + 1] = text
 
