@@ -232,12 +232,7 @@ async def _serve_http(
             task.cancel()
 
     def end() -> bool:  # from the stopping thread
-        if not state["started"]:
-            return False
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to end
-            loop.call_soon_threadsafe(end_here)
-            return True
-        return False
+        return bool(state["started"]) and _call_in(loop, end_here)
 
     began = guard.enter(scope, end=end)
     try:
@@ -282,10 +277,7 @@ async def _serve_websocket(
         await send(message)
 
     def end() -> bool:  # from the stopping thread
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to end
-            loop.call_soon_threadsafe(end_here)
-            return True
-        return False
+        return _call_in(loop, end_here)
 
     began = guard.enter(scope, end=end)
     try:
@@ -301,6 +293,15 @@ async def _serve_websocket(
         guard.note_cut(scope, "closed cleanly" if state["accepted"] else "refused")
     finally:
         guard.leave(scope, began)
+
+
+def _call_in(loop: asyncio.AbstractEventLoop, action: Callable[[], object]) -> bool:
+    """Have ``loop`` run ``action`` (from another thread); False if the loop is closed."""
+    try:
+        loop.call_soon_threadsafe(action)
+    except RuntimeError:  # the loop is closed: nothing left to end
+        return False
+    return True
 
 
 async def _close(send: Send) -> None:
