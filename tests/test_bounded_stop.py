@@ -5,12 +5,16 @@ events, a handler still working, a client reading a big body slowly. The shutdow
 asked while such a request runs; the process must be gone soon after ``drain_timeout``
 (here 2 s: the wait allows 8 s more for a busy machine, where the servers' own waits
 took 15 s to for ever), exit 0, its data saved, the client's answer cut, never a 5xx.
-``python -m pytest tests/test_bounded_stop.py -s`` prints each case's time.
+``python -m pytest tests/test_bounded_stop.py -s`` prints each case's time. Ctrl-C during
+the drain ends it at once, on the same servers and shapes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import os
+import signal
 import socket
 import sys
 import threading
@@ -19,15 +23,27 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from live import BIN, RunningServer, free_port, measured_lines, wait_in_flight
+from live import (
+    BIN,
+    RunningServer,
+    data_files,
+    free_port,
+    measured_lines,
+    wait_in_flight,
+)
+
+from wsgi_covguard.prefork import children
 
 DRAIN = 2.0
 
+#: The entry points, for a drain_timeout: plainapp (WSGI, also as a Flask app's wsgi_app,
+#: for ``flask run``) and notesapi (ASGI).
 ENTRIES = {
     "bounded_wsgi.py": "import wsgi_covguard\nwsgi_covguard.start()\nfrom plainapp import app\n"
-    f"application = wsgi_covguard.CovGuard(app, drain_timeout={DRAIN})\n",
+    "application = wsgi_covguard.CovGuard(app, drain_timeout={drain})\n"
+    "from flask import Flask\nflask_app = Flask(__name__)\nflask_app.wsgi_app = application\n",
     "bounded_asgi.py": "import wsgi_covguard\nwsgi_covguard.start()\nimport notesapi\n"
-    f"app = wsgi_covguard.CovGuardASGI(notesapi.api, drain_timeout={DRAIN})\n",
+    "app = wsgi_covguard.CovGuardASGI(notesapi.api, drain_timeout={drain})\n",
 }
 
 
@@ -48,6 +64,8 @@ WSGI = {
     "waitress": lambda port: [str(BIN / "waitress-serve"), f"--listen=127.0.0.1:{port}",
                               "bounded_wsgi:application"],
     "werkzeug": _run_simple,
+    "flask run": lambda port: [str(BIN / "flask"), "--app", "bounded_wsgi:flask_app", "run",
+                               *_host_port(port)],
     "gunicorn sync -w 2": lambda port: [str(BIN / "gunicorn"), "-b", f"127.0.0.1:{port}", "-w",
                                         "2", "bounded_wsgi:application"],
     "gunicorn gthread -w 2": lambda port: [str(BIN / "gunicorn"), "-b", f"127.0.0.1:{port}",
@@ -133,18 +151,19 @@ def _cases() -> list[object]:
     return cases
 
 
-@pytest.mark.parametrize(("kind", "server", "shape"), _cases())
-def test_the_stop_ends_within_drain_timeout_whatever_still_runs(
-    kind: str, server: str, shape: str, plainapp: Path, servers: Callable[..., RunningServer]
-) -> None:
+def serving(
+    server: str, shape: str, folder: Path, servers: Callable[..., RunningServer], drain: float
+) -> tuple[RunningServer, Client]:
+    """``server`` with ``drain_timeout=drain``, in the middle of a request of ``shape``."""
+    kind = "wsgi" if server in WSGI else "asgi"
     for name, text in ENTRIES.items():
-        (plainapp / name).write_text(text)
+        (folder / name).write_text(text.format(drain=drain))
     module = "plainapp" if kind == "wsgi" else "notesapi"
-    (plainapp / ".coveragerc").write_text(f"[run]\nsource_pkgs = {module}\n")
-    wsgi_path, asgi_path, marker = SHAPES[shape]
+    (folder / ".coveragerc").write_text(f"[run]\nsource_pkgs = {module}\n")
+    wsgi_path, asgi_path, _ = SHAPES[shape]
     port = free_port()
     argv = (WSGI if kind == "wsgi" else ASGI)[server](port)
-    live = servers(argv, cwd=plainapp, port=port).wait_listening()
+    live = servers(argv, cwd=folder, port=port).wait_listening()
     client = Client(port, wsgi_path if kind == "wsgi" else asgi_path, slowly=shape == "slow reader")
     if shape != "slow handler":
         assert client.answering.wait(timeout=20), live.output()
@@ -152,19 +171,38 @@ def test_the_stop_ends_within_drain_timeout_whatever_still_runs(
         time.sleep(1.0)  # the busy worker cannot answer the status route while it sleeps
     else:
         wait_in_flight(live.url, 1)  # under several workers: until the busy one answers
+    return live, client
+
+
+def ended_cleanly(
+    live: RunningServer, client: Client, folder: Path, server: str, shape: str, timeout: float
+) -> tuple[float, str]:
+    """Wait for the server to be gone: exit 0, the client's answer cut, no traceback, the
+    request's line saved. Returns the seconds it took (from now) and the server's log."""
     began = time.monotonic()
-    assert live.shutdown().status_code == 202
-    code = live.wait(timeout=DRAIN + 8)
+    code = live.wait(timeout=timeout)
     took = time.monotonic() - began
-    print(f"\n{server} / {shape}: gone after {took:.2f} s (drain_timeout {DRAIN:g} s)")
     client.hurry.set()
     client.join()
     output = live.output()
     assert code == 0, output
     assert client.outcome.startswith("cut"), f"{client.outcome}; the server's log:\n{output}"
-    measured = measured_lines(plainapp, module)[f"{module}.py"]
-    assert line_of(plainapp, module, marker) in measured, output
     assert "Traceback" not in output, output
+    module = "plainapp" if server in WSGI else "notesapi"
+    measured = measured_lines(folder, module)[f"{module}.py"]
+    assert line_of(folder, module, SHAPES[shape][2]) in measured, output
+    return took, output
+
+
+@pytest.mark.parametrize(("kind", "server", "shape"), _cases())
+def test_the_stop_ends_within_drain_timeout_whatever_still_runs(
+    kind: str, server: str, shape: str, plainapp: Path, servers: Callable[..., RunningServer]
+) -> None:
+    live, client = serving(server, shape, plainapp, servers, DRAIN)
+    wsgi_path, asgi_path, _ = SHAPES[shape]
+    assert live.shutdown().status_code == 202
+    took, output = ended_cleanly(live, client, plainapp, server, shape, timeout=DRAIN + 8)
+    print(f"\n{server} / {shape}: gone after {took:.2f} s (drain_timeout {DRAIN:g} s)")
     path = (wsgi_path if kind == "wsgi" else asgi_path).partition("?")[0]
     if shape == "stream" and server != "granian (WSGI)":  # a chunk every 0.2 s: by the door
         assert f"cut GET {path}: still running at drain_timeout" in output, output
@@ -173,3 +211,28 @@ def test_the_stop_ends_within_drain_timeout_whatever_still_runs(
                 f"ending it now, its data saved, cutting GET {path}",
                 "Killed 1 pending application instances")  # fmt: skip
         assert any(line in output for line in said), output
+
+
+#: Ctrl-C ends the drain at once on every server above but granian's WSGI interface: its
+#: workers put their own signal handlers in place after the app is imported, with no
+#: lifespan to put ours back in front; there the stop waits for drain_timeout, as above.
+INTERRUPTED = [server for server in [*WSGI, *ASGI] if server != "granian (WSGI)"]
+
+
+@pytest.mark.parametrize("shape", ["stream", "slow handler"])
+@pytest.mark.parametrize("server", INTERRUPTED)
+def test_ctrl_c_during_the_drain_ends_it_at_once(
+    server: str, shape: str, plainapp: Path, servers: Callable[..., RunningServer]
+) -> None:
+    live, client = serving(server, shape, plainapp, servers, drain=30.0)
+    processes = [live.pid, *children(live.pid)]  # the master, and its workers (no helper)
+    assert live.shutdown().status_code == 202
+    time.sleep(0.5)  # well into the drain
+    for pid in processes:  # what a terminal's Ctrl-C does: SIGINT to each, by pid
+        with contextlib.suppress(ProcessLookupError):  # an idle worker may be gone already
+            os.kill(pid, signal.SIGINT)
+    took, output = ended_cleanly(live, client, plainapp, server, shape, timeout=15)
+    print(f"\n{server} / {shape}: gone {took:.2f} s after Ctrl-C (drain_timeout 30 s)")
+    assert took < 8, f"the drain was not ended at once ({took:.1f} s); the log:\n{output}"
+    # Every process that serves saved: the workers (their master serves nothing), or the one.
+    assert len(data_files(plainapp)) == max(1, len(processes) - 1), output

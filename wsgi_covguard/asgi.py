@@ -40,6 +40,7 @@ from werkzeug.datastructures import Headers
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .guard import Door, Guard
+from .interrupts import listen
 from .log import say
 from .messages import Answer, ControlRequest, json_answer
 from .prefork import hypercorn_stop_event, in_prefork_process
@@ -81,8 +82,13 @@ class CovGuardASGI(Door):
         if stop is not None:
             # hypercorn's workers stop when their master sets this event, however it was
             # asked to stop; an open websocket would hold the worker (for ever on 3.12+):
-            # drain_timeout after the event, the guard ends those still open.
-            start_thread(watch_hypercorn_stop, stop, guard.drain, name="covguard-drain")
+            # drain_timeout after the event, the guard ends those still open. Set while
+            # this worker drains, the master was interrupted (Ctrl-C): the drain ends now.
+            def stopping() -> None:
+                if not guard.hurry():
+                    guard.drain()
+
+            start_thread(watch_hypercorn_stop, stop, stopping, name="covguard-drain")
 
     def _refuse_new(self) -> None:
         """A sibling's stop began (hypercorn's workers): no new connection here either.
@@ -134,6 +140,7 @@ class CovGuardASGI(Door):
         if guard is None or scope["type"] not in ("http", "websocket"):
             if scope["type"] == "lifespan" and guard is not None:
                 self._loop = _asyncio_loop()
+                listen()  # in front of the handlers the server put in place since (uvicorn)
                 if self._loop is None:
                     say(_NO_ASYNCIO, logging.WARNING)
             await self.app(scope, receive, send)

@@ -17,7 +17,8 @@ app, a server waiting on a client of its own) is ended with the process, half a
 second later, once its data is saved (:meth:`Guard._end_at_the_latest`): the
 server's own, longer waits (gunicorn's ``graceful_timeout``, then its SIGKILL;
 waitress's 5 s for its threads; uvicorn's wait for every task) are never reached.
-A request is named as cut when it is, once.
+A request is named as cut when it is, once. Ctrl-C while a process drains ends its drain
+at once (:mod:`.interrupts`): the deadline is then, and the stop goes on as above.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from typing import Any
 from .control import LiveControls
 from .dashboard import Dashboard
 from .errors import ConfigError, ExitCode
+from .interrupts import on_interrupt
 from .log import say
 from .messages import Answer, ControlRequest
 from .routes import Route, Routes
@@ -77,6 +79,11 @@ class Guard:
         self._deadline: float | None = None
         self._named_cut: set[int] = set()  # requests said to be cut (named once)
         self._stopping = False
+        # Whether the stop is in the server's hands (its stopper called), how many drains
+        # run, and whether an interrupt ended them: see :meth:`hurry`.
+        self._handed_over = False
+        self._drains = 0
+        self._interrupted = False
         #: True once the deadline passed with requests in flight: the doors end theirs.
         self.ending = False
         #: The control routes (:meth:`open` makes them).
@@ -142,6 +149,7 @@ class Guard:
         group.on_deadline = guard.told_deadline
         group.listen_if_prefork()
         guard.group = group
+        on_interrupt(guard.hurry)
         guard.routes = Routes(
             [
                 Route(shutdown_path, "POST", shutdown),
@@ -222,6 +230,20 @@ class Guard:
         if first:
             start_thread(self._end_at_the_latest, name="covguard-deadline")
 
+    def hurry(self) -> bool:
+        """Ctrl-C came (:mod:`.interrupts`): if this process drains, the deadline is now.
+
+        Returns True if a drain was under way (or the stop had begun and was not yet
+        in the server's hands): the interrupt is then the stop's, not the server's (the
+        stopper's own SIGINT, after the drain, is the server's).
+        Called from a signal handler: it only sets what the drains read.
+        """
+        if not self._drains and (not self._stopping or self._handed_over):
+            return False
+        self._interrupted = True
+        self._deadline = min(self._deadline or time.monotonic(), time.monotonic())
+        return True
+
     def told_deadline(self, deadline: float) -> None:
         """A sibling's stop began, and the server stops this process too: it must be over
         by ``deadline``; what still runs here then is ended (:meth:`drain`, in a thread)."""
@@ -237,7 +259,8 @@ class Guard:
         longer than the stop may last. Its clients see their connections closed.
         """
         assert self._deadline is not None
-        time.sleep(max(0.0, self._deadline + LAST_GRACE - time.monotonic()))
+        while (left := self._deadline + LAST_GRACE - time.monotonic()) > 0:
+            time.sleep(min(left, 0.05))  # the deadline may come sooner (:meth:`hurry`)
         with self._lock:
             held = [self._name_of(request) for request in self._running.values()]
         why = f", cutting {_listed(held)}" if held else ""
@@ -291,7 +314,23 @@ class Guard:
             # workers keep the master's SIGTERM handler until they serve, and its master
             # then waits for ever. Wait for them to have booted (their door open), bounded.
             self.group.siblings(boot_timeout=30.0)
+        self._handed_over = True
         stopper()
+
+    def _wait(self, until: float, *, at_exit: bool, settle: float) -> None:
+        """Until nothing has been in flight for ``settle`` seconds, or the stop's deadline
+        (which an interrupt may bring forward; ``until`` where no stop set one)."""
+
+        def busy() -> bool:
+            return bool(self._running) or (at_exit and bool(handler_threads()))
+
+        quiet_since = time.monotonic()
+        while time.monotonic() < (self._deadline or until):
+            if busy():
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= settle:
+                break
+            time.sleep(0.01)
 
     def quiet_down(self, settle: float, refuse_new: Callable[[], object]) -> None:
         """A sibling's stop began, and this process stops with the master: answer as
@@ -313,18 +352,18 @@ class Guard:
         flight for so many seconds. Past the deadline, :attr:`ending` tells the doors
         to end their requests, and those that can be ended here are.
         """
-        deadline = self._deadline or time.monotonic() + self.drain_timeout
-
-        def busy() -> bool:
-            return bool(self._running) or (at_exit and bool(handler_threads()))
-
-        quiet_since = time.monotonic()
-        while time.monotonic() < deadline:
-            if busy():
-                quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since >= settle:
-                break
-            time.sleep(0.01)
+        # With no stop asked (an exit, hypercorn's master stopping): one drain_timeout.
+        until = time.monotonic() + self.drain_timeout
+        with self._lock:
+            self._drains += 1
+        try:
+            self._wait(until, at_exit=at_exit, settle=settle)
+        finally:
+            with self._lock:
+                self._drains -= 1
+        if self._interrupted and self._running:
+            say("interrupted while draining: ending what still runs now", logging.WARNING)
+            self._interrupted = False  # said once
         if not self._running:
             return
         self.ending = True  # a streamed WSGI body ends at its next chunk

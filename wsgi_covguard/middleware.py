@@ -33,6 +33,7 @@ from werkzeug.datastructures import EnvironHeaders
 from werkzeug.wrappers import Request, Response
 
 from .guard import Door, Guard
+from .interrupts import listen
 from .messages import Answer, ControlRequest
 from .stopping import Stopper, find_stopper
 
@@ -51,6 +52,9 @@ class CovGuard(Door):
     """
 
     app: WSGIApplication
+
+    def _opened(self, guard: Guard) -> None:
+        listen()  # the WSGI servers' handlers are in place when the app is imported
 
     @staticmethod
     def _name_of(environ: WSGIEnvironment) -> str:
