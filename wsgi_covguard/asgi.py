@@ -43,11 +43,12 @@ from .guard import Door, Guard
 from .interrupts import listen
 from .log import say
 from .messages import Answer, ControlRequest, json_answer
-from .prefork import hypercorn_stop_event, in_prefork_process
+from .prefork import hypercorn_stop_event
 from .stopping import (
     AcceptNoMore,
     Stopper,
     TerminateMaster,
+    checked_master,
     find_asgi_stopper,
     keep_sigterm_data,
     stop_accepting,
@@ -122,14 +123,15 @@ class CovGuardASGI(Door):
 
     @staticmethod
     def _stopper_of(request: ControlRequest) -> Stopper:
-        if in_prefork_process():  # uvicorn --workers, hypercorn, granian: the master stops all
+        pid = checked_master()
+        if pid is not None:  # uvicorn --workers, hypercorn, granian: the master stops all
             # Drain here first where the server's own stop cuts what is in flight: granian
             # closes open websockets at once (1006); hypercorn, requests that arrive as it
             # begins (see AcceptNoMore).
             if "granian" in sys.modules:
-                return TerminateMaster(drains=False)
-            stopper: Stopper = TerminateMaster(drains=hypercorn_stop_event() is None)
-        else:
+                return TerminateMaster(pid, drains=False)
+            stopper: Stopper = TerminateMaster(pid, drains=hypercorn_stop_event() is None)
+        else:  # one process (a harness's child too), or a worker whose master died
             stopper = find_asgi_stopper()
         if stopper.drains:  # uvicorn's own stop: it lets nothing in half answered
             return stopper

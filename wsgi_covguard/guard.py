@@ -41,6 +41,7 @@ from .errors import ConfigError, ExitCode
 from .interrupts import on_interrupt
 from .log import say
 from .messages import Answer, ControlRequest
+from .prefork import remember_master
 from .routes import Route, Routes
 from .session import CoverageSession, get_session, start
 from .settings import CONTROL_PREFIX, SHUTDOWN_PATH, Settings
@@ -147,6 +148,7 @@ class Guard:
         if refuse_new is not None:  # set before siblings can ask for it
             group.on_quiesce = functools.partial(guard.quiet_down, refuse_new=refuse_new)
         group.on_deadline = guard.told_deadline
+        remember_master()
         group.listen_if_prefork()
         guard.group = group
         on_interrupt(guard.hurry)

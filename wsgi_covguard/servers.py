@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import importlib.util
+import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -129,7 +130,7 @@ def _gunicorn(app: WSGIApplication, host: str, port: int, options: Options) -> S
             GracefulArbiter(self).run()
 
     return Server("gunicorn", host, listener.getsockname()[1], CovguardApplication().run,
-                  TerminateMaster(in_master=True))  # fmt: skip
+                  TerminateMaster(os.getpid()))  # fmt: skip
 
 
 def _granian(load: Callable[[], Any], host: str, port: int, options: Options) -> Server:
@@ -158,7 +159,7 @@ def _granian(load: Callable[[], Any], host: str, port: int, options: Options) ->
         # fork, lines run in this process before the fork are not the worker's.
         server.serve(target_loader=load, wrap_loader=False)
 
-    return Server("granian", host, port, run, TerminateMaster(in_master=True))
+    return Server("granian", host, port, run, TerminateMaster(os.getpid()))
 
 
 def _uvicorn(app: Any, host: str, port: int, options: Options) -> Server:
@@ -195,7 +196,7 @@ def _hypercorn(app: Any, host: str, port: int, options: Options) -> Server:
         asyncio.run(serve(app, config))
 
     return Server("hypercorn", host, listener.getsockname()[1], run,
-                  TerminateMaster(in_master=True))  # fmt: skip
+                  TerminateMaster(os.getpid()))  # fmt: skip
 
 
 def _daphne(app: Any, host: str, port: int, options: Options) -> Server:

@@ -13,10 +13,11 @@ Werkzeug, wsgiref, other       ``BaseServer.shutdown()`` from another
 socketserver servers           thread; then SIGINT to the main thread if
                                the loop ran in another one (``flask run
                                --reload``: the main thread watches files)
-gunicorn                       SIGTERM to the master (``os.getppid()``):
-                               every worker finishes its requests, exits
-                               through ``atexit`` and saves its own data
-Granian                        SIGTERM to the master (``os.getppid()``):
+gunicorn                       SIGTERM to the master (the parent, checked:
+                               :func:`~.prefork.master`): every worker
+                               finishes its requests, exits through
+                               ``atexit`` and saves its own data
+Granian                        SIGTERM to the master (the same):
                                it terminates each worker, which finishes
                                its requests and saves as multiprocessing
                                ends it (a worker stopped behind the
@@ -55,7 +56,8 @@ from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .prefork import hypercorn_stop_event, serves_prefork
+from .log import say
+from .prefork import hypercorn_stop_event, lost_master, master, serves_prefork
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
@@ -69,6 +71,7 @@ __all__ = [
     "Stopper",
     "TerminateMaster",
     "before_drain",
+    "checked_master",
     "find_asgi_stopper",
     "find_stopper",
     "handler_threads",
@@ -185,21 +188,37 @@ class InterruptMain:
 
 
 class TerminateMaster:
-    """SIGTERM to the pre-fork master: a graceful stop of every worker.
+    """SIGTERM to the pre-fork master ``pid``: a graceful stop of every worker.
 
-    From a worker the master is the parent; from the master, itself.
+    From a worker the master is its parent (:func:`~.prefork.master`), checked again
+    now: one that died meanwhile left this process to another parent, which is sent
+    nothing; this process then stops alone, by SIGTERM to itself. From a one-process
+    server, ``pid`` is its own.
     """
 
     name = "SIGTERM to the master process"
 
-    def __init__(self, *, in_master: bool = False, drains: bool = True) -> None:
-        self._in_master = in_master
+    def __init__(self, pid: int, *, drains: bool = True) -> None:
+        self._pid = pid
         #: False where the master would cut what is in flight here (granian's websockets):
         #: the guard drains this process first.
         self.drains = drains
 
     def __call__(self) -> None:
-        os.kill(os.getpid() if self._in_master else os.getppid(), signal.SIGTERM)
+        pid = self._pid
+        if pid != os.getpid() and checked_master() != pid:
+            pid = os.getpid()
+        os.kill(pid, signal.SIGTERM)
+
+
+def checked_master() -> int | None:
+    """:func:`~.prefork.master`, and one line if this worker's master died: the stop
+    then signals no one else, and this process stops alone, by its own path."""
+    pid = master()
+    gone = lost_master()
+    if pid is None and gone is not None:
+        say(f"the master process {gone} is gone; stopping this process alone")
+    return pid
 
 
 class CallStop:
@@ -290,7 +309,7 @@ def find_asgi_stopper() -> Stopper:
     if server is not None:
         return SetShouldExit(server)
     if _loop_handles(signal.SIGTERM):  # its stop cuts requests on keep-alive connections:
-        return TerminateMaster(in_master=True, drains=False)  # the guard drains first
+        return TerminateMaster(os.getpid(), drains=False)  # the guard drains first
     return InterruptMain()
 
 
@@ -397,8 +416,9 @@ def find_stopper(environ: WSGIEnvironment) -> Stopper:
     Call it from the request's thread: socketserver and cheroot servers are
     found on that thread's call stack.
     """
-    if serves_prefork(environ):
-        return TerminateMaster()
+    pid = checked_master() if serves_prefork(environ) else None
+    if pid is not None:
+        return TerminateMaster(pid)
     server = _server_on_stack()
     if isinstance(server, socketserver.BaseServer):
         return EndServeLoop(server, in_main_thread=_serving_in_main_thread(server))

@@ -35,7 +35,7 @@ from typing import Any
 import coverage
 
 from .errors import SaveError
-from .prefork import children, in_prefork_process
+from .prefork import children, in_prefork_process, master
 from .safefiles import private_folder
 from .session import CoverageSession
 from .threads import start_thread
@@ -193,12 +193,14 @@ class ProcessGroup:
         if self._server is None:
             return []
         folder = _run_dir()
-        me, master = os.getpid(), os.getppid()
+        me, parent = os.getpid(), master()
+        if parent is None:  # its master died: the siblings cannot be told apart from others
+            return []
         # The master measures only with --preload, and then listens before any worker
         # exists. Its file alone proves nothing (see below).
-        found = [master] if _listens(folder / f"{master}.sock") else []
+        found = [parent] if _listens(folder / f"{parent}.sock") else []
         deadline = time.monotonic() + boot_timeout
-        for pid in children(master):
+        for pid in children(parent):
             if pid == me:
                 continue
             # Workers are alike: this one measures, so a booting sibling soon listens. (A
@@ -211,7 +213,8 @@ class ProcessGroup:
 
     def worker_count(self) -> int:
         """Worker processes serving: the master's children under a pre-fork server, else 1."""
-        return len(children(os.getppid())) if self._server is not None else 1
+        parent = master()
+        return len(children(parent)) if self._server is not None and parent else 1
 
     # -- the listener ------------------------------------------------------------------
 
