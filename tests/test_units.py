@@ -26,7 +26,7 @@ from wsgi_covguard.cli import load_app
 from wsgi_covguard.errors import ConfigError, ExitCode, SaveError
 from wsgi_covguard.messages import Answer, ControlRequest, json_answer
 from wsgi_covguard.middleware import _control_request
-from wsgi_covguard.routes import NOTHING_ALLOWED, Route, Routes
+from wsgi_covguard.routes import FORWARDING, NOTHING_ALLOWED, Route, Routes
 from wsgi_covguard.session import _choose_core
 from wsgi_covguard.settings import Settings, server_url
 from wsgi_covguard.spawn import READY_LINE, serve_argv
@@ -223,6 +223,16 @@ def test_a_wrong_method_is_405_with_allow_before_anything_else(method: str) -> N
     assert answer is not None
     assert answer.status == 405
     assert answer.headers["Allow"] == "POST"
+
+
+@pytest.mark.parametrize("header", FORWARDING)
+def test_a_request_through_a_proxy_is_remote_even_from_loopback(header: str) -> None:
+    answer = ask("/__shutdown__", "POST", **BEARER, **{header: "127.0.0.1"})
+    assert answer is not None
+    assert answer.status == 403
+    error = json.loads(answer.body)["error"]
+    assert f"came through a proxy ({header})" in error
+    assert "127.0.0.1" not in error
 
 
 def test_a_remote_client_is_refused_even_with_the_token() -> None:

@@ -8,7 +8,10 @@ the same for every route and written once, here:
 1. a path spelled another way than the client sent it (``/%5F%5Fshutdown%5F%5F``)
    is not ours: the application gets it;
 2. the wrong method: 405 with ``Allow``, before anything else is looked at;
-3. a client outside loopback: 403, unless remote clients are allowed;
+3. a client outside loopback: 403, unless remote clients are allowed; so is a request
+   that came through a proxy (it carries a forwarding header): the server may have taken
+   its client address from that header (uvicorn and daphne ``--proxy-headers``,
+   werkzeug's ``ProxyFix``, hypercorn's ``ProxyFixMiddleware``), which any client writes;
 4. no valid token: 401 (a page, so a browser asks) or 403;
 5. the handler; its errors become one-line JSON answers: werkzeug's HTTP errors
    keep their status, data that cannot be read or written is 507, coverage.py's
@@ -36,7 +39,22 @@ from .errors import SaveError
 from .messages import Answer, ControlRequest, json_answer
 from .settings import ALLOW_REMOTE_ENV
 
-__all__ = ["NOTHING_ALLOWED", "Route", "Routes"]
+__all__ = ["FORWARDING", "NOTHING_ALLOWED", "Route", "Routes"]
+
+#: The headers a proxy adds to name the client it forwards, and from which servers and their
+#: proxy middleware take the client address: a control request carrying one is not taken
+#: for a loopback client's, whatever address it arrived with.
+FORWARDING = (
+    "Forwarded",
+    "X-Forwarded-For",
+    "X-Real-IP",
+    "X-Client-IP",
+    "True-Client-IP",
+    "CF-Connecting-IP",
+    "Fastly-Client-IP",
+    "X-Cluster-Client-IP",
+    "X-Original-Forwarded-For",
+)
 
 #: The Content Security Policy of a control answer that is not a page: nothing may run.
 NOTHING_ALLOWED = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
@@ -120,14 +138,17 @@ class Routes:
             answer = json_answer({"error": f"method not allowed; use {route.method}"}, 405)
             answer.headers["Allow"] = route.method
             return answer
-        if not self.allow_remote and not is_loopback(request.remote_addr):
-            return json_answer(
-                {
-                    "error": "control requests are accepted from loopback only"
-                    f" (set {ALLOW_REMOTE_ENV}=1 to allow others)"
-                },
-                403,
-            )
+        if not self.allow_remote:
+            forwarded = next((name for name in FORWARDING if name in request.headers), None)
+            if forwarded is not None or not is_loopback(request.remote_addr):
+                through = f", and this one came through a proxy ({forwarded})" if forwarded else ""
+                return json_answer(
+                    {
+                        "error": f"control requests are accepted from loopback only{through}"
+                        f" (set {ALLOW_REMOTE_ENV}=1 to allow others)"
+                    },
+                    403,
+                )
         header = request.headers.get("Authorization", "")
         if self._token.matches_bearer(header) or (
             route.read_only and self._token.matches_basic(Authorization.from_header(header))
