@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urljoin
 
 import coverage
 import pytest
@@ -66,7 +67,7 @@ def test_the_dashboard_shows_coverage_rise_in_a_browser(
         dashboard = context.new_page()
         dashboard.goto(f"{live.url}/__coverage__/")
         expect(dashboard.locator("#total")).to_have_text(re.compile(r"^\d+%$"), timeout=10_000)
-        dashboard.wait_for_timeout(2500)  # one more refresh: the browser's own /favicon.ico is in
+        dashboard.wait_for_timeout(2500)  # one more refresh
         before = statements_run(dashboard.locator("#counts").inner_text())
         expect(dashboard.locator("#files tr")).to_have_count(2)
         assert "core " in dashboard.locator("#meta").inner_text()
@@ -96,6 +97,59 @@ def test_the_dashboard_shows_coverage_rise_in_a_browser(
     assert shot.read_bytes().startswith(b"\x89PNG")
     if os.environ.get("COVGUARD_UPDATE_DOCS") == "1":
         shutil.copy(shot, ROOT / "docs" / "dashboard.png")
+
+
+#: The Flask example, with a log of every request that reaches the app itself.
+LOGGED_ENTRY = """\
+from taskboard import create_app
+
+app = create_app()
+
+
+def application(environ, start_response):
+    with open("requests.log", "a") as log:
+        log.write(environ["PATH_INFO"] + "\\n")
+    return app(environ, start_response)
+"""
+
+
+def test_opening_the_dashboard_and_the_report_measures_nothing_of_the_app(tmp_path: Path) -> None:
+    folder = tmp_path / "flask"
+    shutil.copytree(
+        ROOT / "examples" / "flask", folder, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    (folder / "logged.py").write_text(LOGGED_ENTRY)
+    live = CovguardServe(["logged:application"], cwd=folder)
+    try:
+        summary = f"{live.url}/__coverage__/summary"
+        before = requests.get(summary, auth=BASIC, timeout=30).json()
+        asked: list[str] = []
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            context = browser.new_context(http_credentials={"username": "me", "password": TOKEN})
+            context.on("request", lambda request: asked.append(request.url))
+            page = context.new_page()
+            for path in ("/__coverage__/", "/__coverage__/html/"):
+                page.goto(live.url + path)
+                page.wait_for_load_state("networkidle")
+                # A browser that asks for an icon (Chromium run by hand does; Playwright's
+                # does not): the one the page declares, else the site's /favicon.ico.
+                icon = page.locator("link[rel~=icon]").first
+                declared = icon.get_attribute("href") if icon.count() else None
+                assert declared is not None, f"{path} declares no icon: /favicon.ico, the app's"
+                url = urljoin(page.url, declared)
+                if not url.startswith("data:"):
+                    assert requests.get(url, auth=BASIC, timeout=30).status_code == 200, url
+                    asked.append(url)
+            page.wait_for_timeout(2500)  # the dashboard polls once more meanwhile
+            browser.close()
+        after = requests.get(summary, auth=BASIC, timeout=30).json()
+    finally:
+        live.stop()
+    control = f"{live.url}/__coverage__/"
+    assert [url for url in asked if not url.startswith(control)] == []
+    assert not (folder / "requests.log").exists(), "a request reached the app"
+    assert (after["statements"], after["missing"]) == (before["statements"], before["missing"])
 
 
 def test_labelled_snapshots_are_listed_and_compared(
