@@ -111,8 +111,20 @@ def test_refusals_then_shutdown_saves_what_coverage_run_sees(
     assert accepted.json()["status"] == "stopping"
     assert TOKEN not in accepted.text
     assert server.wait(timeout=5) == 0, server.output()
-    assert "Traceback" not in server.output()
+    output = server.output()
+    assert "Traceback" not in output
     assert measured_lines(taskboard, "taskboard") == coverage_run_lines
+    # What a CI log reader looks for: who asked (the peer, never the token), what was saved
+    # (in the app's own log format where it configured logging: flask run).
+    ours = [line for line in output.splitlines() if "covguard" in line and "HTTP/1" not in line]
+    [asked] = [line for line in ours if "shutdown asked by " in line]
+    assert "shutdown asked by 127.0.0.1: draining (up to 10s), saving, then " in asked
+    [saved] = [line for line in ours if "covguard: saved " in line or "covguard:saved " in line]
+    [data_file] = data_files(taskboard)
+    lines = sum(len(found) for found in coverage_run_lines.values())
+    assert f"saved {lines} lines of " in saved
+    assert f" to {data_file.name} (pid " in saved
+    assert not [line for line in ours if TOKEN in line]
 
 
 def test_the_route_follows_the_mount_point(
@@ -170,9 +182,25 @@ def test_without_a_token_the_route_is_the_apps_and_nothing_is_written(
     answer = server.post("/__shutdown__", headers={"Authorization": f"Bearer {TOKEN}"})
     assert answer.status_code == 404
     assert "No such page or task." in answer.text  # the app's own 404 page
+    # covguard shutdown names the cause: no route of ours there.
+    env = {"PATH": "/usr/bin:/bin", "COVGUARD_TOKEN": TOKEN}
+    told = subprocess.run(
+        [PY, "-m", "wsgi_covguard", "shutdown", server.url], cwd=taskboard, env=env,
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert told.returncode != 0
+    assert told.stderr.strip() == (
+        f"covguard: no covguard route at {server.url}/__shutdown__ (it answered 404): was the"
+        " server started with COVGUARD_TOKEN?"
+    )
     server.signal(signal.SIGINT)
     assert server.wait(timeout=5) == 0
-    assert "covguard" not in server.output()
+    # One line at start-up says so, and nothing else of ours.
+    said = [line for line in server.output().splitlines() if "covguard" in line]
+    assert said == [
+        "covguard: no token (COVGUARD_TOKEN unset): measuring nothing, and the control routes"
+        " (/__shutdown__, /__coverage__/...) are off; the app is served as it is"
+    ]
     assert data_files(taskboard) == []
 
 

@@ -36,7 +36,7 @@ from collections.abc import Iterable, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from .client import ControlClient
+from .client import Answer, ControlClient
 from .errors import ConfigError, CovGuardError, ExitCode
 from .log import say
 from .settings import CONTROL_PREFIX, SHUTDOWN_PATH, TOKEN_ENV, URL_ENV, Settings, server_url
@@ -516,6 +516,7 @@ def _fetch_data(url: str, token: str, prefix: str, target: str) -> None:
 
     answer = ControlClient(url, token, timeout=60).get(prefix + "/data")
     if answer.status != 200:
+        _not_ours(url, prefix + "/data", answer)
         raise CovGuardError(f"{url} answered {answer.status}; check the token and URL")
     folder = os.path.dirname(os.path.abspath(target))
     fd, candidate = tempfile.mkstemp(prefix=".covguard-", dir=folder)
@@ -613,9 +614,20 @@ def _host_slug(url: str) -> str:
 
 
 def _post_shutdown(url: str, token: str, path: str) -> None:
-    status = ControlClient(url, token, timeout=10).post(path).status
-    if status != 202:
-        raise CovGuardError(f"{url}{path} answered {status}, not 202; check the token")
+    answer = ControlClient(url, token, timeout=10).post(path)
+    if answer.status != 202:
+        _not_ours(url, path, answer)
+        raise CovGuardError(f"{url}{path} answered {answer.status}, not 202; check the token")
+
+
+def _not_ours(url: str, path: str, answer: Answer) -> None:
+    """Raise, saying so, if ``answer`` did not come from a covguard route: every control
+    answer is JSON, and a route there never answers 404 nor 405 (the app's do)."""
+    if answer.status in (404, 405) or answer.content_type != "application/json":
+        raise CovGuardError(
+            f"no covguard route at {url}{path} (it answered {answer.status}): was the server"
+            " started with COVGUARD_TOKEN?"
+        )
 
 
 def _listening(url: str) -> bool:

@@ -37,7 +37,8 @@ class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
     ) -> NoReturn:  # fmt: skip
         raise RedirectRefused(
             f"{req.full_url} answered {code}, a redirect to {newurl}; the token is not"
-            " sent there: use the server's own URL"
+            " sent there. A covguard route never redirects: no covguard route there (was the"
+            " server started with COVGUARD_TOKEN?), or use the server's own URL"
         )
 
 

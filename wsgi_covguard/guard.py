@@ -129,8 +129,9 @@ class Guard:
             settings = Settings.read(
                 token=session.token.reveal(), allow_remote=allow_remote, autosave=autosave
             )
-        if settings.token is None:
-            return None  # nothing started, nothing written, no route
+        if settings.token is None:  # nothing started, nothing written, no route
+            _say_inert()
+            return None
         session = session or start(token=settings.token.reveal(), autosave=settings.autosave)
         assert session is not None  # a token was given
         session.remember_start_up()  # the app is imported: this is the start-up state
@@ -138,6 +139,11 @@ class Guard:
 
         def shutdown(request: ControlRequest) -> Answer:
             stopper = stopper_of(request)  # now, while the request is being served
+            if not guard.stopping:  # who asked: the peer, never the token
+                say(
+                    f"shutdown asked by {request.remote_addr}: draining (up to"
+                    f" {guard.drain_timeout:g}s), saving, then {stopper.name}"
+                )
             body = json.dumps({"status": "stopping", "pid": os.getpid()}).encode() + b"\n"
             answer = Answer.of(body, "application/json", 202)
             answer.after = lambda: guard.begin_shutdown(stopper)
@@ -379,6 +385,20 @@ class Guard:
         ending = time.monotonic() + LAST_GRACE / 2  # the ended ones clean up, and leave
         while ended & self._running.keys() and time.monotonic() < ending:
             time.sleep(0.01)
+
+
+_said_inert: list[bool] = []
+
+
+def _say_inert() -> None:
+    """Once per process: a door without a token measures nothing and serves no route, and
+    ``covguard shutdown`` against it would only meet the app's own answer."""
+    if not _said_inert:
+        _said_inert.append(True)
+        say(
+            "no token (COVGUARD_TOKEN unset): measuring nothing, and the control routes"
+            " (/__shutdown__, /__coverage__/...) are off; the app is served as it is"
+        )
 
 
 def _listed(names: list[str]) -> str:

@@ -254,6 +254,8 @@ class CoverageSession:
             if self.owned:
                 self.coverage.stop()
             error = self._save()
+            if error is None:
+                say(f"saved {_measured(self.current_file)} (pid {os.getpid()})")
             if error is not None:
                 self.unsaved = error
                 free = _free_bytes(os.path.dirname(self.data_file))
@@ -410,6 +412,31 @@ class CoverageSession:
             f"could not save coverage data beside {self.data_file!r}: {free} bytes free,"
             f" {needed} needed to write safely; free some space there"
         )
+
+
+def _measured(data_file: str | None) -> str:
+    """``"12 lines of 3 files to .coverage.host.1.X"``: what a data file holds, read with
+    SQL from coverage.py's schema (its own API asks once per file: 1.5 s at 3,000 files,
+    too long for a process on its way out); its name alone if it cannot be read so."""
+    if data_file is None or not os.path.exists(data_file):
+        return "no coverage data (nothing measured)"
+    name = os.path.basename(data_file)
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{data_file}?mode=ro", uri=True)) as db:
+            per_file: dict[int, int] = {}
+            for file_id, numbits in db.execute("select file_id, numbits from line_bits"):
+                per_file[file_id] = per_file.get(file_id, 0) | int.from_bytes(numbits, "little")
+            lines = sum(bits.bit_count() for bits in per_file.values())
+            files = {key for key, bits in per_file.items() if bits}
+            for file_id, _line in db.execute(
+                "select file_id, fromno from arc where fromno > 0"
+                " union select file_id, tono from arc where tono > 0"
+            ):
+                files.add(file_id)
+                lines += 1
+    except sqlite3.Error:
+        return f"coverage data to {name}"
+    return f"{lines} lines of {len(files)} files to {name}"
 
 
 def _free_bytes(folder: str) -> int:
