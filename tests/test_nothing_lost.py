@@ -211,6 +211,47 @@ def test_a_reset_on_a_full_disk_is_507_and_leaves_no_broken_file(
         live.stop()
 
 
+def test_snapshots_are_bounded_in_count(plainapp: Path) -> None:
+    from wsgi_covguard.dashboard import MAX_SNAPSHOTS
+
+    live = CovguardServe(["plainapp:app"], cwd=plainapp)
+    try:
+        assert live.get("/hello").text == "hello"
+        # Status codes only: an answer kept holds its connection (waitress accepts 100).
+        taken = {control(live, "snapshot", data=f"n{n}").status_code for n in range(MAX_SNAPSHOTS)}
+        assert taken == {200}
+        refused = control(live, "snapshot", data="one more")
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["error"] == (
+            f"{MAX_SNAPSHOTS} snapshots already, the most kept; remove old ones"
+        )
+        assert live.get("/hello").text == "hello", "the server goes on"
+    finally:
+        live.stop()
+
+
+def test_a_snapshot_needs_room_and_fails_with_507_on_a_full_disk(
+    plainapp: Path, small_disk: Path
+) -> None:
+    env = {**os.environ, "COVERAGE_FILE": str(small_disk / ".coverage")}
+    live = CovguardServe(["plainapp:app"], cwd=plainapp, env=env)
+    try:
+        assert live.get("/hello").text == "hello"
+        assert control(live, "snapshot", data="room").status_code == 200
+        filler = fill(small_disk)
+        full = control(live, "snapshot", data="on a full disk")
+        assert full.status_code == 507, full.text
+        assert "bytes free" in full.json()["error"]
+        assert "free some space there" in full.json()["error"]
+        filler.unlink()
+        assert control(live, "snapshot", data="room again").status_code == 200
+        assert live.shutdown().status_code == 202
+        assert live.wait(timeout=15) == 0
+        assert "Traceback" not in live.stderr
+    finally:
+        live.stop()
+
+
 #: An app that sets up logging itself once it is imported, as many do.
 LOGGING_ENTRY = """\
 import logging

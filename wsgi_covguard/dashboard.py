@@ -43,11 +43,17 @@ from .messages import Answer, ControlRequest, json_answer
 from .reporting import Reports
 from .routes import Route
 from .safefiles import create_private, is_regular_file, read_regular_file
+from .session import MIN_FREE_BYTES, free_bytes
 from .workers import ProcessGroup
 
 __all__ = ["Dashboard"]
 
 _LABEL = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+#: Snapshots kept beside the data at most, in count and in bytes.
+MAX_SNAPSHOTS = 200
+MAX_SNAPSHOT_BYTES = 256 * 1024 * 1024
 
 
 class Dashboard:
@@ -127,6 +133,7 @@ class Dashboard:
         return answer
 
     # -- snapshots --------------------------------------------------------------------------
+    # Bounded: each is as large as the data, and a test suite may take one per test.
 
     def _snapshot_dir(self) -> str:
         return os.path.dirname(self.session.data_file)
@@ -144,8 +151,25 @@ class Dashboard:
             time.strftime("%Y%m%dT%H%M%S", time.localtime(now)) + f".{int(now * 1000) % 1000:03d}"
         )
         name = f"{self._snapshot_prefix()}{stamp}-{label or 'unlabelled'}"  # sorts by time
+        folder, kept = self._snapshot_dir(), self._names()
+        if len(kept) >= MAX_SNAPSHOTS:
+            return json_answer(
+                {"error": f"{len(kept)} snapshots already, the most kept; remove old ones"}, 409
+            )
         with self.group.combined() as path, open(path, "rb") as file:
             data = file.read()
+        used = sum(os.path.getsize(os.path.join(folder, old)) for old in kept)
+        if used + len(data) > MAX_SNAPSHOT_BYTES:
+            return json_answer(
+                {"error": f"snapshots would take {used + len(data)} bytes, more than"
+                 f" {MAX_SNAPSHOT_BYTES} kept at most; remove old ones"}, 409,
+            )  # fmt: skip
+        free, needed = free_bytes(folder), len(data) + MIN_FREE_BYTES
+        if free < needed:  # a disk filled by snapshots would fail the saves next
+            return json_answer(
+                {"error": f"could not keep a snapshot in {folder!r}: {free} bytes free,"
+                 f" {needed} needed; free some space there"}, 507,
+            )  # fmt: skip
         try:
             create_private(os.path.join(self._snapshot_dir(), name), data)
         except FileExistsError:  # taken within the same millisecond, or planted

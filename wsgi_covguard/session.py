@@ -258,7 +258,7 @@ class CoverageSession:
                 say(f"saved {_measured(self.current_file)} (pid {os.getpid()})")
             if error is not None:
                 self.unsaved = error
-                free = _free_bytes(os.path.dirname(self.data_file))
+                free = free_bytes(os.path.dirname(self.data_file))
                 say(
                     f"{error}; this process's data since its last save is lost"
                     f" ({free} bytes free in {os.path.dirname(self.data_file)!r}),"
@@ -405,7 +405,7 @@ class CoverageSession:
         mine = glob.glob(f"{glob.escape(self.data_file)}.*.pid{os.getpid()}.*")
         current = max((os.path.getsize(path) for path in mine if os.path.isfile(path)), default=0)
         needed = max(MIN_FREE_BYTES, current)
-        free = _free_bytes(folder)
+        free = free_bytes(folder)
         if free >= needed:
             return None
         return (
@@ -439,7 +439,7 @@ def _measured(data_file: str | None) -> str:
     return f"{lines} lines of {len(files)} files to {name}"
 
 
-def _free_bytes(folder: str) -> int:
+def free_bytes(folder: str) -> int:
     """The bytes free in ``folder``'s file system (0 if it cannot be told: it is gone)."""
     try:
         return shutil.disk_usage(folder).free
