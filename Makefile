@@ -16,7 +16,7 @@ VENV313 := .venv-3.13
 PYTEST_ARGS ?= -n 2
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo demo-flask demo-bottle demo-pyramid demo-falcon demo-django demo-fastapi demo-django-asgi test lint venv chromium screenshot bench stress clean
+.PHONY: demo demo-flask demo-bottle demo-pyramid demo-falcon demo-django demo-fastapi demo-django-asgi test lint venv chromium screenshot bench stress soak clean
 
 venv: $(VENV)/.installed
 
@@ -96,6 +96,13 @@ stress: $(VENV)/.installed
 	@busy=""; for cpu in 1 2; do $(VENV)/bin/python -c 'while True: pass' & busy="$$busy $$!"; done; \
 	COVGUARD_STOP_ROUNDS=$(ROUNDS) $(VENV)/bin/python -m pytest -p no:cacheprovider -q \
 		-k under_load tests/test_reliability.py; status=$$?; kill $$busy; exit $$status
+
+# Memory over a long run: the Flask example under waitress and the FastAPI example under
+# uvicorn for SOAK_MINUTES, a dashboard polling every 2 s, a reset and a save every 10 s;
+# prints each server's resident memory from the end of its warm-up on; checks nothing.
+SOAK_MINUTES ?= 20
+soak: $(VENV)/.installed
+	$(VENV)/bin/python benchmarks/soak.py --minutes $(SOAK_MINUTES)
 
 # Retake the pictures the README shows: docs/report-contexts.png and docs/dashboard.png.
 screenshot: $(VENV)/.installed chromium
