@@ -169,3 +169,65 @@ def test_the_plugin_is_inert_unless_asked(project: Path) -> None:
     assert (
         "covguard_server needs the app to serve: pass --covguard-app" in asked.stdout + asked.stderr
     )
+
+
+#: The tests under ``covguard run``: they talk to the server behind COVGUARD_URL.
+UNDER_RUN = """
+import os
+import urllib.request
+
+
+def test_get():
+    with urllib.request.urlopen(os.environ["COVGUARD_URL"] + "/get") as answer:
+        assert answer.status == 200
+
+
+def test_headers():
+    with urllib.request.urlopen(os.environ["COVGUARD_URL"] + "/headers") as answer:
+        assert answer.status == 200
+"""
+
+
+def covguard_run(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    (project / "test_run.py").write_text(UNDER_RUN)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COVGUARD_", "PYTEST_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "wsgi_covguard", "run", "httpbin:app", *args],
+        cwd=project, env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+
+
+def test_under_covguard_run_the_server_behind_its_url_is_labelled_per_test(project: Path) -> None:
+    pytest_argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "test_run.py"]
+    done = covguard_run(project, "--contexts", "--", *pytest_argv, "--covguard-contexts")
+    assert done.returncode == 0, done.stdout + done.stderr
+    by_line = contexts_of(project / ".coverage")  # covguard run combined it
+    assert by_line[GET_BODY] == ["test_run.py::test_get|run"]
+    assert by_line[HEADERS_BODY] == ["test_run.py::test_headers|run"]
+    assert "carries the empty one" not in done.stderr
+
+
+def test_contexts_asked_of_a_server_that_cannot_record_them_are_refused(project: Path) -> None:
+    pytest_argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "test_run.py"]
+    done = covguard_run(project, "--", *pytest_argv, "--covguard-contexts")
+    if sys.version_info < (3, 12):  # ctrace, the only core here, records contexts anyway
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert contexts_of(project / ".coverage")[GET_BODY] == ["test_run.py::test_get|run"]
+    else:  # sysmon, chosen without --contexts, records none before Python 3.14
+        assert done.returncode == 4, done.stdout + done.stderr  # pytest's usage error
+        assert "--covguard-contexts with COVGUARD_URL=http://127.0.0.1:" in done.stderr
+        assert "that server records no contexts (core sysmon)" in done.stderr
+        assert "start it with `covguard run --contexts`" in done.stderr
+    split = covguard_run(project, "--contexts", "--", *pytest_argv, "--covguard-contexts", "-n2")
+    assert split.returncode == 4, split.stdout + split.stderr
+    assert "xdist workers would set it in turn" in split.stderr
+
+
+def test_a_run_with_contexts_that_set_none_says_so(project: Path) -> None:
+    pytest_argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "test_run.py"]
+    done = covguard_run(project, "--contexts", "--", *pytest_argv)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (
+        "covguard: --contexts: the command set no context, so every line carries the empty one;"
+        " label each test with pytest --covguard-contexts"
+    ) in done.stderr

@@ -431,7 +431,7 @@ def _run(args: argparse.Namespace) -> int:
         if server.process.poll() is None:
             server.process.kill()
             server.process.wait()
-    reported = _combine_and_report(args.html, args.fail_under) if stopped else None
+    reported = _combine_and_report(args.html, args.fail_under, args.contexts) if stopped else None
     if status != 0:
         return status
     if not stopped:
@@ -452,14 +452,21 @@ def _stop(url: str, token: str, server: subprocess.Popen[str]) -> bool:
         return False
 
 
-def _combine_and_report(html: str | None, fail_under: float | None) -> bool:
-    """Combine every parallel data file, print the report; False if below the bar."""
+def _combine_and_report(html: str | None, fail_under: float | None, contexts: bool) -> bool:
+    """Combine every parallel data file, print the report; False if below the bar. Says so
+    if ``--contexts`` was asked and no context came (never silently unlabelled)."""
     import coverage
 
     cov = coverage.Coverage()
     try:
         cov.combine()
         cov.save()
+        if contexts and not cov.get_data().measured_contexts() - {""}:
+            say(
+                "--contexts: the command set no context, so every line carries the empty one;"
+                " label each test with pytest --covguard-contexts",
+                logging.WARNING,
+            )
         total = cov.report(show_missing=True)
         if html:
             cov.html_report(directory=html)

@@ -16,7 +16,10 @@ fixture, which needs ``--covguard-app APP`` (or the ``covguard_app`` ini option)
   is why each xdist worker has a server of its own; a request still running when
   the context changes (a browser's late fetch, a thread the test did not wait for)
   has its later lines counted for the next context. The server notes each such
-  request, and the terminal summary names them.
+  request, and the terminal summary names them. Under ``covguard run`` the server
+  behind ``COVGUARD_URL`` is labelled the same way; one that records no contexts, or a
+  run split over xdist workers (they would label one process-wide context in turn), is
+  refused in one line: contexts are never silently off.
 - ``covguard_url`` (session scope): ``COVGUARD_URL`` when set (under ``covguard
   run``), else ``covguard_server``'s URL. When a server is configured, pytest-playwright's
   ``base_url`` is this one too, unless ``--base-url`` says otherwise.
@@ -41,10 +44,10 @@ import pytest
 
 from .client import ControlClient
 from .errors import ConfigError, CovGuardError
-from .settings import CONTROL_PREFIX, SHUTDOWN_PATH, server_url
+from .settings import CONTROL_PREFIX, SHUTDOWN_PATH, TOKEN_ENV, URL_ENV, server_url
 from .spawn import serve_argv, spawn
 
-__all__ = ["LiveServer", "covguard_server", "covguard_url"]
+__all__ = ["ControlledServer", "LiveServer", "covguard_server", "covguard_url"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -76,15 +79,42 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(_BaseUrl(), "covguard-base-url")
     if config.getini("covguard_chromium") or os.environ.get(CHROMIUM_ENV):
         config.pluginmanager.register(_Chromium(), "covguard-chromium")
+    url = server_url()
+    if url and config.getoption("--covguard-contexts"):
+        config.stash[_ELSEWHERE] = _labelled_elsewhere(config, url.rstrip("/"))
+
+
+def _labelled_elsewhere(config: pytest.Config, url: str) -> ControlledServer:
+    """The server behind ``COVGUARD_URL``, checked able to take the tests' labels; else a
+    one-line refusal (``--covguard-contexts`` never silently labels nothing)."""
+    asked = f"--covguard-contexts with {URL_ENV}={url}"
+    if getattr(config, "workerinput", None) is None and config.getoption("numprocesses", None):
+        raise pytest.UsageError(
+            f"{asked}: that one server's context is process-wide, and xdist workers would set"
+            " it in turn; run without -n, or let each worker serve its own (covguard_server)"
+        )
+    token = os.environ.get(TOKEN_ENV)
+    if not token:
+        raise pytest.UsageError(f"{asked}: {TOKEN_ENV} is not set (covguard run sets both)")
+    server = ControlledServer(url, token)
+    try:
+        status = server.control(f"{CONTROL_PREFIX}/status")
+    except CovGuardError as exc:
+        raise pytest.UsageError(f"{asked}: {exc}") from None
+    if not status.get("contexts_supported"):
+        raise pytest.UsageError(
+            f"{asked}: that server records no contexts (core {status.get('core')}); start it"
+            " with `covguard run --contexts`"
+        )
+    return server
 
 
 @dataclass
-class LiveServer:
-    """The running server: where it is, and how to talk to its control routes."""
+class ControlledServer:
+    """A measuring server: where it is, and how to talk to its control routes."""
 
     url: str
     token: str = field(repr=False)  # failure output shows reprs
-    process: subprocess.Popen[str]
 
     def control(self, path: str, body: bytes | None = None) -> dict[str, object]:
         """GET ``path`` (POST with ``body``); its JSON answer. A 4xx or 5xx raises."""
@@ -100,6 +130,13 @@ class LiveServer:
         """Record the server's lines from now on under the dynamic context ``name``."""
         self.control(f"{CONTROL_PREFIX}/context", name.encode())
 
+
+@dataclass
+class LiveServer(ControlledServer):
+    """The server :func:`covguard_server` runs: a :class:`ControlledServer`, and its process."""
+
+    process: subprocess.Popen[str] = field(repr=False, kw_only=True)
+
     def stop(self) -> int:
         """Stop through the route and wait: the data is saved when this returns."""
         if self.process.poll() is None:
@@ -111,6 +148,8 @@ class LiveServer:
 READY_TIMEOUT = 60.0
 
 _SERVER = pytest.StashKey[LiveServer]()
+#: The server behind COVGUARD_URL (covguard run), labelled with --covguard-contexts.
+_ELSEWHERE = pytest.StashKey[ControlledServer]()
 #: The context of the phase running now (``<node id>|<phase>``), with --covguard-contexts.
 _PHASE = pytest.StashKey[str]()
 #: Requests the servers saw run across a context switch, for the terminal summary:
@@ -144,7 +183,7 @@ def covguard_server(pytestconfig: pytest.Config) -> Iterator[LiveServer]:
         spawned = spawn(argv, token=token, timeout=READY_TIMEOUT)
     except ConfigError as exc:
         raise pytest.UsageError(f"covguard serve {app}: {exc}") from None
-    server = LiveServer(url=spawned.url, token=token, process=spawned.process)
+    server = LiveServer(spawned.url, token, process=spawned.process)
     pytestconfig.stash[_SERVER] = server
     phase = pytestconfig.stash.get(_PHASE, None)
     if phase is not None:  # started by a fixture of this phase: its lines count for it
@@ -239,9 +278,10 @@ def _label_phase(item: pytest.Item, phase: str) -> None:
         return
     label = f"{item.nodeid}|{phase}"
     item.config.stash[_PHASE] = label
-    server = item.config.stash.get(_SERVER, None)
-    if server is not None:
-        server.set_context(label)
+    stash = item.config.stash
+    for server in (stash.get(_SERVER, None), stash.get(_ELSEWHERE, None)):
+        if server is not None:
+            server.set_context(label)
 
 
 @pytest.hookimpl(tryfirst=True)
