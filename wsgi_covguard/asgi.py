@@ -147,7 +147,7 @@ class CovGuardASGI(Door):
                     say(_NO_ASYNCIO, logging.WARNING)
             await self.app(scope, receive, send)
             return
-        if scope["type"] == "http" and guard.routes.may_claim(scope.get("path", "")):
+        if scope["type"] == "http" and guard.routes.may_claim(_under_mount(scope)):
             loop = _asyncio_loop()
             if loop is None:
                 await _send_answer(json_answer({"error": _NO_ASYNCIO}, 501), send)
@@ -304,6 +304,15 @@ async def _serve_websocket(
         guard.leave(scope, began)
 
 
+def _under_mount(scope: Scope) -> str:
+    """The request's path under the app's mount point (``root_path``): servers and
+    frameworks put the mount point in front of ``path`` too (uvicorn ``--root-path``,
+    Starlette's ``Mount``), where WSGI's ``PATH_INFO`` leaves ``SCRIPT_NAME`` out."""
+    path: str = scope.get("path", "")
+    root = scope.get("root_path")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
 def _call_in(loop: asyncio.AbstractEventLoop, action: Callable[[], object]) -> bool:
     """Have ``loop`` run ``action`` (from another thread); False if the loop is closed."""
     try:
@@ -352,7 +361,7 @@ def _control_request(
     return ControlRequest(
         method=scope.get("method", ""),
         root_path=scope.get("root_path", ""),
-        path=scope.get("path", ""),
+        path=_under_mount(scope),
         query_string=query,
         headers=headers,
         remote_addr=client[0] if client else None,

@@ -183,7 +183,9 @@ def _spelled_exactly(request: ControlRequest) -> bool:
 
     Servers decode the path: ``/%5F%5Fshutdown%5F%5F`` arrives as ``/__shutdown__``.
     A control route answers only its exact spelling, so the raw target (which every
-    WSGI server but wsgiref gives) must be the mount point and path to the letter.
+    WSGI server but wsgiref gives) must be the mount point and path to the letter, or the
+    path alone where a proxy took the mount point off before the server put it back
+    (uvicorn ``--root-path``: the client's target is ``/__shutdown__``).
     """
     raw = request.raw_target
     if raw is None:
@@ -191,4 +193,4 @@ def _spelled_exactly(request: ControlRequest) -> bool:
     target = raw.split("?", 1)[0]
     if "://" in target:  # absolute-form: http://host/path
         target = urlsplit(target).path
-    return bool(target == request.root_path + request.path)
+    return target in (request.root_path + request.path, request.path)
