@@ -24,6 +24,7 @@ from test_units import BEARER, ROUTES
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.test import EnvironBuilder
 
+from wsgi_covguard.asgi import _Body
 from wsgi_covguard.asgi import _control_request as asgi_request
 from wsgi_covguard.messages import Answer
 from wsgi_covguard.middleware import _control_request as wsgi_request
@@ -76,7 +77,7 @@ def _through(middleware: Callable[[Any], Any], headers: list[tuple[bytes, bytes]
     try:
         loop.run_until_complete(middleware(app)(scope, receive, None))
         assert seen["client"][0] == "127.0.0.1", "the middleware took the client from a header"
-        return ROUTES.answer(asgi_request(seen, receive, loop))
+        return ROUTES.answer(asgi_request(seen, _Body(), loop))
     finally:
         loop.close()
 

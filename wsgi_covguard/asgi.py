@@ -13,9 +13,10 @@ control routes are :class:`~.guard.Guard`'s, exactly as under WSGI; everything e
 tasks) passes through untouched. An HTTP request is in flight until the app's call
 returns (its last body message sent, its background tasks done); a websocket until
 it closes, or until ``drain_timeout`` at a stop: then it is closed (1012). The
-control handlers block (they read and write data files), so they run in a thread of
-the event loop's executor; a handler that reads the body asks the loop for it from
-there, and only as much as the route allows.
+control handlers block (they read and write data files), so they run on a small
+executor of their own, never queued behind the app's threads (``asyncio.to_thread``
+uses the loop's default one); a request's body comes first, on the event loop, within
+``BODY_TIMEOUT``: a slow client holds no thread.
 
 The stop: uvicorn's own graceful path, the flag its signal handler sets
 (:class:`~.stopping.SetShouldExit`), without a signal for uvicorn to raise again
@@ -30,10 +31,12 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import os
 import sys
 import time
 import types
 from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from werkzeug.datastructures import Headers
@@ -54,7 +57,7 @@ from .stopping import (
     stop_accepting,
     watch_hypercorn_stop,
 )
-from .threads import start_thread
+from .threads import leave_signals, start_thread
 
 __all__ = ["CovGuardASGI"]
 
@@ -152,9 +155,17 @@ class CovGuardASGI(Door):
             if loop is None:
                 await _send_answer(json_answer({"error": _NO_ASYNCIO}, 501), send)
                 return
-            request = _control_request(scope, receive, loop)
-            answer = await loop.run_in_executor(None, guard.routes.answer, request)
-            if answer is not None:
+            body = _Body()
+            request = _control_request(scope, body, loop)
+            if guard.routes.claims(request):  # ours: its body now, then a thread of ours
+                try:
+                    await asyncio.wait_for(body.read(receive), BODY_TIMEOUT)
+                except TimeoutError:
+                    late = f"the request's body did not come within {BODY_TIMEOUT:g}s"
+                    await _send_answer(json_answer({"error": late}, 408), send)
+                    return
+                answer = await loop.run_in_executor(_executor(), guard.routes.answer, request)
+                assert answer is not None  # claimed
                 await _send_answer(answer, send)
                 return
         if scope["type"] == "websocket":
@@ -331,32 +342,59 @@ async def _close(send: Send) -> None:
             return
 
 
-def _control_request(
-    scope: Scope, receive: Receive, loop: asyncio.AbstractEventLoop
-) -> ControlRequest:
-    """The ASGI door: a request the control routes can read (from the executor's thread)."""
-    headers = Headers(
-        [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
-    )
-    raw_path = scope.get("raw_path")
-    query = scope.get("query_string", b"")
+#: Seconds a control request's body may take to come, read on the event loop before a
+#: thread is given to the request; longer is a 408.
+BODY_TIMEOUT = 10.0
+#: The most of a control request's body that is read: more than any route takes.
+MAX_CONTROL_BODY = 64 * 1024
+#: Threads for the control handlers, in each process (a route's work is short).
+CONTROL_THREADS = 4
 
-    async def read(limit: int) -> bytes:
+_executors: dict[int, ThreadPoolExecutor] = {}
+
+
+def _executor() -> ThreadPoolExecutor:
+    """This process's executor for the control handlers (a forked worker makes its own)."""
+    pool = _executors.get(os.getpid())
+    if pool is None:
+        pool = _executors[os.getpid()] = ThreadPoolExecutor(
+            CONTROL_THREADS, thread_name_prefix="covguard-control", initializer=leave_signals
+        )
+    return pool
+
+
+class _Body:
+    """A control request's body, read once on the event loop (``MAX_CONTROL_BODY`` at
+    most), then handed to the route: as much as it allows, or a 413."""
+
+    def __init__(self) -> None:
+        self._body = b""
+        self._too_large = False
+
+    async def read(self, receive: Receive) -> None:
         body = bytearray()
         more = True
-        while more:
+        while more and len(body) <= MAX_CONTROL_BODY:
             message = await receive()
             if message["type"] != "http.request":  # the client went away
                 break
             body += message.get("body", b"")
             more = message.get("more_body", False)
-            if len(body) > limit:
-                raise RequestEntityTooLarge()
-        return bytes(body)
+        self._body, self._too_large = bytes(body), len(body) > MAX_CONTROL_BODY
 
-    def read_body(limit: int) -> bytes:
-        return asyncio.run_coroutine_threadsafe(read(limit), loop).result()
+    def __call__(self, limit: int) -> bytes:
+        if self._too_large or len(self._body) > limit:
+            raise RequestEntityTooLarge()
+        return self._body
 
+
+def _control_request(scope: Scope, body: _Body, loop: asyncio.AbstractEventLoop) -> ControlRequest:
+    """The ASGI door: a request the control routes can read (from a thread of ours)."""
+    headers = Headers(
+        [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
+    )
+    raw_path = scope.get("raw_path")
+    query = scope.get("query_string", b"")
     client = scope.get("client")
     return ControlRequest(
         method=scope.get("method", ""),
@@ -369,7 +407,7 @@ def _control_request(
         raw_target=(raw_path + (b"?" + query if query else b"")).decode("latin-1")
         if raw_path is not None
         else None,
-        read_body=read_body,
+        read_body=body,
         server_handle=loop,
     )
 

@@ -109,6 +109,10 @@ class Routes:
         """True if ``path`` could be a control route (a cheap test, for every request)."""
         return path.startswith(self._roots)
 
+    def claims(self, request: ControlRequest) -> bool:
+        """True if ``request`` is a control request (answered here), False if the app's."""
+        return self._match(request) is not None
+
     def answer(self, request: ControlRequest) -> Answer | None:
         """The answer to ``request``, or None if it is not a control request (the app's)."""
         found = self._match(request)
