@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -128,16 +129,38 @@ def test_a_second_signal_during_the_save_waits_for_it(
     assert "Traceback" not in live.output()
 
 
+def with_sighup(handler: str, argv: list[str]) -> list[str]:
+    """``argv`` with SIGHUP at ``SIG_DFL`` (a terminal's) or ``SIG_IGN`` (``nohup``'s),
+    whatever the suite itself inherited."""
+    code = (f"import os, signal, sys; signal.signal(signal.SIGHUP, signal.{handler});"
+            " os.execvp(sys.argv[1], sys.argv[1:])")  # fmt: skip
+    return [sys.executable, "-c", code, *argv]
+
+
 @pytest.mark.parametrize("server", ["waitress", "werkzeug"])
 def test_sighup_saves_before_the_process_dies_of_it(
     server: str, plainapp: Path, servers: Callable[..., RunningServer]
 ) -> None:
     argv, _, _ = SERVERS[server]
     port = free_port()
-    live = servers(argv(port), cwd=plainapp, port=port).wait_listening()
+    live = servers(with_sighup("SIG_DFL", argv(port)), cwd=plainapp, port=port).wait_listening()
     assert live.get("/hello").text == "hello"
     live.signal(signal.SIGHUP)
     assert live.wait(timeout=10) == 128 + signal.SIGHUP, live.output()
+    assert hello_measured(plainapp)
+
+
+def test_a_server_started_with_nohup_goes_on_after_sighup(
+    plainapp: Path, servers: Callable[..., RunningServer]
+) -> None:
+    port = free_port()
+    argv = with_sighup("SIG_IGN", waitress(port))
+    live = servers(argv, cwd=plainapp, port=port).wait_listening()
+    live.signal(signal.SIGHUP)  # ignored, as nohup asked: no save, no end
+    assert live.get("/hello").text == "hello"
+    assert data_files(plainapp) == []
+    assert live.shutdown().status_code == 202
+    assert live.wait(timeout=10) == 0, live.output()
     assert hello_measured(plainapp)
 
 
