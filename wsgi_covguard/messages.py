@@ -49,7 +49,11 @@ class ControlRequest(Request):
         server_handle: Any = None,
     ) -> None:
         super().__init__(method, "http", None, root_path, path, query_string, headers, remote_addr)
-        self.method = method  # as sent: "post" is not POST (werkzeug would upper-case it)
+        # As the server gives it: "post" is not POST (werkzeug's Request would upper-case
+        # it). hypercorn upper-cases methods itself: there a "post" arrives as POST, the
+        # same request as far as the routes can tell (harmless: method names are
+        # case-sensitive only by RFC 9110, and no other route answers it).
+        self.method = method
         self.raw_target = raw_target
         self._read_body = read_body
         self.server_handle = server_handle

@@ -138,7 +138,7 @@ class Routes:
         return self._routes[endpoint], dict(values)
 
     def _checked(self, route: Route, values: dict[str, Any], request: ControlRequest) -> Answer:
-        if request.method != route.method:  # exactly: not HEAD, not "post"
+        if request.method != route.method:  # exactly: not HEAD, not "post" (but hypercorn's)
             answer = json_answer({"error": f"method not allowed; use {route.method}"}, 405)
             answer.headers["Allow"] = route.method
             return answer
