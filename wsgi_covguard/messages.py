@@ -49,10 +49,10 @@ class ControlRequest(Request):
         server_handle: Any = None,
     ) -> None:
         super().__init__(method, "http", None, root_path, path, query_string, headers, remote_addr)
-        # As the server gives it: "post" is not POST (werkzeug's Request would upper-case
-        # it). hypercorn upper-cases methods itself: there a "post" arrives as POST, the
-        # same request as far as the routes can tell (harmless: method names are
-        # case-sensitive only by RFC 9110, and no other route answers it).
+        # As the server gives it: "post" is not POST (RFC 9110: methods are case-sensitive;
+        # werkzeug's Request would upper-case it). hypercorn upper-cases methods itself:
+        # there a "post" arrives as POST and is served as one. Harmless: it needs the
+        # token all the same, it is just not refused as the other method it is.
         self.method = method
         self.raw_target = raw_target
         self._read_body = read_body
