@@ -23,11 +23,15 @@ from typing import IO
 import coverage
 import requests
 
+from wsgi_covguard import dashboard_password
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 FLASK_EXAMPLE = ROOT / "examples" / "flask"
 TEST_APPS = ROOT / "tests" / "apps"
 TOKEN = "test-token-0123456789abcdef"
+#: The dashboard's read-only password for TOKEN (any user name): never the token itself.
+DASHBOARD = dashboard_password(TOKEN)
 
 #: Runs ``argv[1:]`` with SIGINT at its default, as a terminal starts a command. A suite
 #: launched as ``make test &`` hands every child SIGINT ignored; a foreground server

@@ -22,7 +22,15 @@ from pathlib import Path
 
 import pytest
 import requests
-from live import TOKEN, RunningServer, data_files, free_port, measured_lines, wait_in_flight
+from live import (
+    DASHBOARD,
+    TOKEN,
+    RunningServer,
+    data_files,
+    free_port,
+    measured_lines,
+    wait_in_flight,
+)
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -131,7 +139,7 @@ def test_as_ci_starts_it_refuses_what_wsgi_refuses_and_stops_with_exit_0(
         sent_as_written("POST", server.port, "/%5F%5Fshutdown%5F%5F"),
     ]  # fmt: skip
     assert refused == [403, 403, 405, 401, 403, 404]  # the last one is the app's own 404
-    assert requests.get(f"{url}/__coverage__/", auth=("me", TOKEN), timeout=10).ok
+    assert requests.get(f"{url}/__coverage__/", auth=("me", DASHBOARD), timeout=10).ok
     status = requests.get(f"{url}/__coverage__/status", headers=BEARER, timeout=10).json()
     assert status["in_flight"] == 0
     began = time.monotonic()

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from live import TOKEN, CovguardServe, data_files, read_data
+from live import DASHBOARD, TOKEN, CovguardServe, data_files, read_data
 
 PY = sys.executable
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
-BASIC = ("anyone", TOKEN)
+BASIC = ("anyone", DASHBOARD)
 NOTES = Path(__file__).parent / "apps" / "notesapi.py"
 SOURCE = NOTES.read_text().splitlines()
 HELLO_BODY = SOURCE.index('    return {"hello": "world"}') + 1

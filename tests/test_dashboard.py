@@ -19,6 +19,7 @@ from live import (
     BIN,
     CHROMIUM,
     CHROMIUM_FLAGS,
+    DASHBOARD,
     HTTPBIN_COVERAGERC,
     HTTPBIN_ENTRY,
     ROOT,
@@ -33,7 +34,7 @@ from playwright.sync_api import expect, sync_playwright
 
 PY = sys.executable
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
-BASIC = ("anyone", TOKEN)
+BASIC = ("anyone", DASHBOARD)
 
 
 def statements_run(counts: str) -> int:
@@ -61,7 +62,7 @@ def test_the_dashboard_shows_coverage_rise_in_a_browser(
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         context = browser.new_context(
-            http_credentials={"username": "tester", "password": TOKEN},
+            http_credentials={"username": "tester", "password": DASHBOARD},
             viewport={"width": 1100, "height": 700},
         )
         dashboard = context.new_page()
@@ -126,7 +127,9 @@ def test_opening_the_dashboard_and_the_report_measures_nothing_of_the_app(tmp_pa
         asked: list[str] = []
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-            context = browser.new_context(http_credentials={"username": "me", "password": TOKEN})
+            context = browser.new_context(
+                http_credentials={"username": "me", "password": DASHBOARD}
+            )
             context.on("request", lambda request: asked.append(request.url))
             page = context.new_page()
             for path in ("/__coverage__/", "/__coverage__/html/"):
@@ -150,6 +153,32 @@ def test_opening_the_dashboard_and_the_report_measures_nothing_of_the_app(tmp_pa
     assert [url for url in asked if not url.startswith(control)] == []
     assert not (folder / "requests.log").exists(), "a request reached the app"
     assert (after["statements"], after["missing"]) == (before["statements"], before["missing"])
+
+
+def test_covguard_dashboard_prints_a_read_only_password_never_the_token(
+    taskboard_live: tuple[CovguardServe, Path],
+) -> None:
+    live, folder = taskboard_live
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVGUARD_")}
+    done = subprocess.run(
+        [PY, "-m", "wsgi_covguard", "dashboard", live.url], cwd=folder, text=True,
+        capture_output=True, timeout=30, env={**env, "COVGUARD_TOKEN": TOKEN},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    address, login = done.stdout.splitlines()
+    assert address == f"{live.url}/__coverage__/"
+    password = login.removeprefix("user: any; password: ").removesuffix(" (read-only)")
+    assert password == DASHBOARD
+    assert TOKEN not in done.stdout + done.stderr
+    assert requests.get(address, auth=("any", password), timeout=30).status_code == 200
+    save = f"{live.url}/__coverage__/save"
+    for refused in (
+        requests.post(save, auth=("any", password), timeout=30),
+        requests.post(save, headers={"Authorization": f"Bearer {password}"}, timeout=30),
+        requests.post(f"{live.url}/__shutdown__", auth=("any", password), timeout=30),
+    ):
+        assert refused.status_code == 403, refused.text
+    assert data_files(folder) == [], "the dashboard's password changes nothing"
 
 
 def test_labelled_snapshots_are_listed_and_compared(

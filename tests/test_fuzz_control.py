@@ -21,7 +21,7 @@ import pytest
 import requests
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from live import BIN, TEST_APPS, TOKEN, CovguardServe, data_files
+from live import BIN, DASHBOARD, TEST_APPS, TOKEN, CovguardServe, data_files
 
 ROUTES = ["/__shutdown__", "/__coverage__/save", "/__coverage__/reset", "/__coverage__/context",
           "/__coverage__/status", "/__coverage__/data", "/__coverage__/snapshot",
@@ -29,7 +29,7 @@ ROUTES = ["/__shutdown__", "/__coverage__/save", "/__coverage__/reset", "/__cove
           "/__coverage__/diff"]  # fmt: skip
 PAGES = {"/__coverage__/", "/__coverage__/summary", "/__coverage__/snapshots",
          "/__coverage__/diff"}  # fmt: skip
-RIGHT_BASIC = "Basic " + base64.b64encode(f":{TOKEN}".encode()).decode()
+RIGHT_BASIC = "Basic " + base64.b64encode(f":{DASHBOARD}".encode()).decode()
 SAFE = string.ascii_letters + string.digits + "-._~%/?=&:;,+@!$'()*[]"
 
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from live import FLASK_EXAMPLE, TOKEN, CovguardServe
+from live import DASHBOARD, FLASK_EXAMPLE, TOKEN, CovguardServe
 
 from wsgi_covguard.parsing import HELPED_FROM
 
-BASIC = ("anyone", TOKEN)
+BASIC = ("anyone", DASHBOARD)
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 STATEMENTS = """\

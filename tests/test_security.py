@@ -21,12 +21,13 @@ from pathlib import Path
 
 import pytest
 import requests
-from live import BIN, FLASK_EXAMPLE, ROOT, TEST_APPS, TOKEN, CovguardServe, data_files
+from live import BIN, DASHBOARD, FLASK_EXAMPLE, ROOT, TEST_APPS, TOKEN, CovguardServe, data_files
 
+from wsgi_covguard import dashboard_password
 from wsgi_covguard.pytest_plugin import LiveServer as PluginServer
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
-BASIC = ("anyone", TOKEN)
+BASIC = ("anyone", DASHBOARD)
 ENV = {**os.environ, "COVGUARD_TOKEN": TOKEN}
 
 
@@ -376,7 +377,7 @@ def test_nothing_of_ours_is_left_in_tmp_after_a_clean_exit(tmp_path: Path) -> No
             time.sleep(0.05)
         said = next(line for line in live.stderr_lines() if " the token is in " in line)
         live.token = Path(said.split(" the token is in ")[1].strip()).read_text().strip()
-        auth = ("anyone", live.token)
+        auth = ("anyone", dashboard_password(live.token))
         assert requests.get(f"{live.url}/__coverage__/html/", auth=auth, timeout=60).ok
         assert requests.get(f"{live.url}/__coverage__/summary", auth=auth, timeout=60).ok
         assert live.shutdown().status_code == 202

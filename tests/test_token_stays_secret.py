@@ -15,10 +15,10 @@ import subprocess
 from pathlib import Path
 
 import requests
-from live import BIN, FLASK_EXAMPLE, TOKEN, CovguardServe
+from live import BIN, DASHBOARD, FLASK_EXAMPLE, TOKEN, CovguardServe
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
-BASIC = ("anyone", TOKEN)
+BASIC = ("anyone", DASHBOARD)
 
 
 def test_the_token_is_in_no_answer_output_or_file(tmp_path: Path) -> None:

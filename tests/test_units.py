@@ -21,7 +21,7 @@ import pytest
 from werkzeug.exceptions import NotFound
 from werkzeug.test import EnvironBuilder
 
-from wsgi_covguard.auth import Token, is_loopback
+from wsgi_covguard.auth import Token, dashboard_password, is_loopback
 from wsgi_covguard.cli import load_app
 from wsgi_covguard.errors import ConfigError, ExitCode, SaveError
 from wsgi_covguard.messages import Answer, ControlRequest, json_answer
@@ -69,11 +69,15 @@ def test_bearer(header: str, matches: bool) -> None:
     assert Token(SECRET).matches_bearer(header) is matches
 
 
-def test_basic_checks_the_password_only() -> None:
+def test_basic_checks_the_password_only_and_it_is_never_the_token() -> None:
     from werkzeug.datastructures import Authorization
 
     token = Token(SECRET)
-    assert token.matches_basic(Authorization.from_header(basic(SECRET)["Authorization"]))
+    reader = dashboard_password(SECRET)
+    assert len(reader) == 32
+    assert SECRET not in reader
+    assert token.matches_basic(Authorization.from_header(basic(reader)["Authorization"]))
+    assert not token.matches_basic(Authorization.from_header(basic(SECRET)["Authorization"]))
     assert not token.matches_basic(Authorization.from_header(basic("wrong")["Authorization"]))
     assert not token.matches_basic(Authorization.from_header(f"Bearer {SECRET}"))
     assert not token.matches_basic(None)
@@ -242,18 +246,29 @@ def test_a_remote_client_is_refused_even_with_the_token() -> None:
     assert b"COVGUARD_ALLOW_REMOTE=1" in answer.body
 
 
-def test_pages_ask_a_browser_for_the_token_and_take_basic() -> None:
+def test_pages_ask_a_browser_for_the_dashboard_password_never_the_token() -> None:
     asked = ask("/__coverage__/")
     assert asked is not None
     assert asked.status == 401
     assert asked.headers["WWW-Authenticate"].startswith("Basic ")
-    answered = ask("/__coverage__/", **basic(SECRET))
+    assert b"`covguard dashboard` prints it" in asked.body
+    answered = ask("/__coverage__/", **basic(dashboard_password(SECRET)))
     assert answered is not None
     assert answered.status == 200
+    # The token as a password: a browser would send it to the app's paths too.
+    refused = ask("/__coverage__/", **basic(SECRET))
+    assert refused is not None
+    assert refused.status == 401
+    assert b"not the token: the dashboard's password" in refused.body
+    assert SECRET.encode() not in refused.body
 
 
 def test_routes_that_change_state_take_the_bearer_token_only() -> None:
-    for headers in ({}, basic(SECRET), {"Authorization": "Bearer wrong-token-0123456789"}):
+    reader = dashboard_password(SECRET)
+    for headers in (
+        {}, basic(SECRET), basic(reader), {"Authorization": f"Bearer {reader}"},
+        {"Authorization": "Bearer wrong-token-0123456789"},
+    ):  # fmt: skip
         answer = ask("/__coverage__/save", "POST", **headers)
         assert answer is not None
         assert answer.status == 403

@@ -14,6 +14,7 @@ stops the server so the process exits 0::
 from __future__ import annotations
 
 from .asgi import CovGuardASGI
+from .auth import dashboard_password
 from .errors import ConfigError, CovGuardError
 from .middleware import CovGuard
 from .session import CoverageSession, get_session, start
@@ -25,6 +26,7 @@ __all__ = [
     "CovGuardError",
     "CoverageSession",
     "__version__",
+    "dashboard_password",
     "get_session",
     "start",
 ]

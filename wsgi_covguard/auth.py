@@ -5,10 +5,18 @@ comes from an argument or ``COVGUARD_TOKEN`` (see :mod:`.settings`); it is compa
 (:func:`hmac.compare_digest`) and only ever read from the ``Authorization:
 Bearer`` header: never from the query string or a cookie, which end up in logs
 and in other origins' requests.
+
+The dashboard's login is not the token: a browser sends Basic credentials by
+itself to every path under the one it logged in to, the app's paths under the
+control prefix included. So its password is a credential derived from the token
+(:func:`dashboard_password`), which opens the read-only pages and nothing else: the
+app can never receive what would stop the server.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import ipaddress
 
@@ -16,7 +24,7 @@ from werkzeug.datastructures import Authorization
 
 from .errors import ConfigError
 
-__all__ = ["MIN_TOKEN_LENGTH", "Token", "is_loopback"]
+__all__ = ["MIN_TOKEN_LENGTH", "Token", "dashboard_password", "is_loopback"]
 
 #: Shorter tokens are refused at start-up: 16 characters of ``secrets``
 #: output are far beyond guessing over HTTP.
@@ -64,7 +72,8 @@ class Token:
         return hmac.compare_digest(given, self._secret)
 
     def matches_basic(self, credentials: Authorization | None) -> bool:
-        """True if ``credentials`` are HTTP Basic ones whose password is the token.
+        """True if ``credentials`` are HTTP Basic ones whose password is the dashboard's
+        (:func:`dashboard_password`), never the token itself.
 
         For read-only pages a person opens in a browser, which asks once and then
         sends them by itself (so never for a route that changes state).
@@ -72,7 +81,24 @@ class Token:
         if credentials is None or credentials.type != "basic":
             return False
         password = (credentials.password or "").encode("utf-8")
+        expected = dashboard_password(self._secret.decode("utf-8")).encode("ascii")
+        return hmac.compare_digest(password, expected)
+
+    def is_itself(self, credentials: Authorization | None) -> bool:
+        """True if ``credentials`` are HTTP Basic ones whose password is the token: a login
+        the dashboard refuses, saying which password it takes."""
+        if credentials is None or credentials.type != "basic":
+            return False
+        password = (credentials.password or "").encode("utf-8")
         return hmac.compare_digest(password, self._secret)
+
+
+def dashboard_password(token: str) -> str:
+    """The dashboard's password for ``token``: read-only, and the token cannot be found
+    from it (HMAC-SHA256 of a fixed text under the token, 32 characters of base64url).
+    Anyone with the token computes it: ``covguard dashboard`` prints it."""
+    digest = hmac.new(token.encode("utf-8"), b"wsgi_covguard dashboard, read-only", hashlib.sha256)
+    return base64.urlsafe_b64encode(digest.digest()).decode("ascii")[:32]
 
 
 def is_loopback(address: str | None) -> bool:

@@ -36,6 +36,7 @@ from collections.abc import Iterable, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from .auth import dashboard_password
 from .client import Answer, ControlClient
 from .errors import ConfigError, CovGuardError, ExitCode
 from .log import say
@@ -114,6 +115,14 @@ def _parser() -> argparse.ArgumentParser:
     _add_token_options(collect)
     collect.add_argument("--prefix", default=CONTROL_PREFIX, help="default: %(default)s")
     collect.set_defaults(func=_collect)
+
+    dashboard = commands.add_parser(
+        "dashboard", help="the live dashboard's address and its read-only password"
+    )
+    dashboard.add_argument("url", nargs="?", help="the server's URL (default: $COVGUARD_URL)")
+    _add_token_options(dashboard)
+    dashboard.add_argument("--prefix", default=CONTROL_PREFIX, help="default: %(default)s")
+    dashboard.set_defaults(func=_dashboard)
 
     report = commands.add_parser("report", help="a live server's coverage report, from here")
     report.add_argument("url", nargs="?", help="the server's URL (default: $COVGUARD_URL)")
@@ -582,6 +591,14 @@ def _token(args: argparse.Namespace) -> str:
 
 
 # -- report ---------------------------------------------------------------------
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    """Print where the dashboard is and its password: derived from the token, read-only
+    (a browser sends it by itself to the app's paths under the prefix too)."""
+    print(f"{_url(args)}{args.prefix}/")
+    print(f"user: any; password: {dashboard_password(_token(args))} (read-only)")
+    return ExitCode.OK
 
 
 def _report_command(args: argparse.Namespace) -> int:

@@ -42,6 +42,7 @@ from typing import Any
 
 import pytest
 
+from .auth import dashboard_password
 from .client import ControlClient
 from .errors import ConfigError, CovGuardError
 from .settings import CONTROL_PREFIX, SHUTDOWN_PATH, TOKEN_ENV, URL_ENV, server_url
@@ -129,6 +130,11 @@ class ControlledServer:
     def set_context(self, name: str) -> None:
         """Record the server's lines from now on under the dynamic context ``name``."""
         self.control(f"{CONTROL_PREFIX}/context", name.encode())
+
+    @property
+    def dashboard_password(self) -> str:
+        """The dashboard's read-only password (any user name): never the token."""
+        return dashboard_password(self.token)
 
 
 @dataclass

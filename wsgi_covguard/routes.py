@@ -41,6 +41,9 @@ from .settings import ALLOW_REMOTE_ENV
 
 __all__ = ["FORWARDING", "NOTHING_ALLOWED", "Route", "Routes"]
 
+#: Where the dashboard's password comes from, as its refusals say.
+HOW = "`covguard dashboard` prints it; any user name"
+
 #: The headers a proxy adds to name the client it forwards, and from which servers and their
 #: proxy middleware take the client address: a control request carrying one is not taken
 #: for a loopback client's, whatever address it arrived with.
@@ -159,7 +162,12 @@ class Routes:
         ):
             return _handled(route, values, request)
         if route.read_only and not header:
-            answer = json_answer({"error": "log in with the token as the password"}, 401)
+            answer = json_answer({"error": f"log in with the dashboard's password ({HOW})"}, 401)
+            answer.headers["WWW-Authenticate"] = 'Basic realm="covguard", charset="UTF-8"'
+            return answer
+        if route.read_only and self._token.is_itself(Authorization.from_header(header)):
+            # Never the token as a password: the browser would send it to the app as well.
+            answer = json_answer({"error": f"not the token: the dashboard's password ({HOW})"}, 401)
             answer.headers["WWW-Authenticate"] = 'Basic realm="covguard", charset="UTF-8"'
             return answer
         return json_answer({"error": "missing or wrong 'Authorization: Bearer' token"}, 403)
