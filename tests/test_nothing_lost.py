@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -205,33 +205,40 @@ def control(live: CovguardServe, route: str, **kwargs: object) -> requests.Respo
     return requests.post(f"{live.url}/__coverage__/{route}", headers=BEARER, timeout=30, **kwargs)  # type: ignore[arg-type]
 
 
-def test_a_reset_on_a_full_disk_is_507_and_leaves_no_broken_file(
-    plainapp: Path, small_disk: Path
-) -> None:
+@pytest.fixture
+def on_small_disk(plainapp: Path, small_disk: Path) -> Iterator[CovguardServe]:
+    """``covguard serve`` of plainapp, its data on a small, real file system; asked once."""
     env = {**os.environ, "COVERAGE_FILE": str(small_disk / ".coverage")}
     live = CovguardServe(["plainapp:app"], cwd=plainapp, env=env)
     try:
         assert live.get("/hello").text == "hello"
-        assert control(live, "save").status_code == 200
-        filler = fill(small_disk)
-        for query in ("", "?to=start"):
-            answer = control(live, f"reset{query}")
-            assert answer.status_code == 507, answer.text
-            [error] = answer.json()["errors"]
-            assert "bytes free" in error
-            assert "free some space there" in error
-            assert TOKEN not in answer.text
-        assert live.get("/hello").text == "hello", "the server goes on"
-        filler.unlink()
-        assert control(live, "reset?to=start").status_code == 200
-        assert live.get("/hello").text == "hello"
-        assert control(live, "save").status_code == 200, "later saves work: nothing was broken"
-        assert live.shutdown().status_code == 202
-        assert live.wait(timeout=15) == 0
-        assert "Traceback" not in live.stderr
-        assert hello_line(plainapp) in measured_lines(small_disk, "plainapp")["plainapp.py"]
+        yield live
     finally:
         live.stop()
+
+
+def test_a_reset_on_a_full_disk_is_507_and_leaves_no_broken_file(
+    on_small_disk: CovguardServe, plainapp: Path, small_disk: Path
+) -> None:
+    live = on_small_disk
+    assert control(live, "save").status_code == 200
+    filler = fill(small_disk)
+    for query in ("", "?to=start"):
+        answer = control(live, f"reset{query}")
+        assert answer.status_code == 507, answer.text
+        [error] = answer.json()["errors"]
+        assert "bytes free" in error
+        assert "free some space there" in error
+        assert TOKEN not in answer.text
+    assert live.get("/hello").text == "hello", "the server goes on"
+    filler.unlink()
+    assert control(live, "reset?to=start").status_code == 200
+    assert live.get("/hello").text == "hello"
+    assert control(live, "save").status_code == 200, "later saves work: nothing was broken"
+    assert live.shutdown().status_code == 202
+    assert live.wait(timeout=15) == 0
+    assert "Traceback" not in live.stderr
+    assert hello_line(plainapp) in measured_lines(small_disk, "plainapp")["plainapp.py"]
 
 
 def test_snapshots_are_bounded_in_count(plainapp: Path) -> None:
@@ -254,25 +261,20 @@ def test_snapshots_are_bounded_in_count(plainapp: Path) -> None:
 
 
 def test_a_snapshot_needs_room_and_fails_with_507_on_a_full_disk(
-    plainapp: Path, small_disk: Path
+    on_small_disk: CovguardServe, small_disk: Path
 ) -> None:
-    env = {**os.environ, "COVERAGE_FILE": str(small_disk / ".coverage")}
-    live = CovguardServe(["plainapp:app"], cwd=plainapp, env=env)
-    try:
-        assert live.get("/hello").text == "hello"
-        assert control(live, "snapshot", data="room").status_code == 200
-        filler = fill(small_disk)
-        full = control(live, "snapshot", data="on a full disk")
-        assert full.status_code == 507, full.text
-        assert "bytes free" in full.json()["error"]
-        assert "free some space there" in full.json()["error"]
-        filler.unlink()
-        assert control(live, "snapshot", data="room again").status_code == 200
-        assert live.shutdown().status_code == 202
-        assert live.wait(timeout=15) == 0
-        assert "Traceback" not in live.stderr
-    finally:
-        live.stop()
+    live = on_small_disk
+    assert control(live, "snapshot", data="room").status_code == 200
+    filler = fill(small_disk)
+    full = control(live, "snapshot", data="on a full disk")
+    assert full.status_code == 507, full.text
+    assert "bytes free" in full.json()["error"]
+    assert "free some space there" in full.json()["error"]
+    filler.unlink()
+    assert control(live, "snapshot", data="room again").status_code == 200
+    assert live.shutdown().status_code == 202
+    assert live.wait(timeout=15) == 0
+    assert "Traceback" not in live.stderr
 
 
 #: An app that sets up logging itself once it is imported, as many do.
