@@ -377,3 +377,38 @@ def test_reports_and_data_downloads_do_not_pile_up_memory(plainapp: Path) -> Non
     # frozen with the heap during each report, waited in the oldest generation: 8-33 KB a
     # report. Flat now, but for the heap's own ups and downs.
     assert grown < 2_000_000, f"{grown / 1e6:.1f} MB more after 300 reports"
+
+
+#: An entry point whose second worker boots late: the first to import creates a marker.
+SLOW_SECOND = """\
+import os, time
+import wsgi_covguard
+wsgi_covguard.start()
+try:
+    os.close(os.open("first-booted", os.O_CREAT | os.O_EXCL))
+except FileExistsError:
+    time.sleep(4)  # the second worker is still booting when the stop comes
+import notesapi
+app = wsgi_covguard.CovGuardASGI(notesapi.api)
+"""
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to the supervisor", "Ctrl-C"])
+def test_a_uvicorn_worker_stopped_while_it_boots_keeps_its_data(
+    how: str, plainapp: Path, servers: Callable[..., RunningServer]
+) -> None:
+    (plainapp / "slow_second.py").write_text(SLOW_SECOND)
+    (plainapp / ".coveragerc").write_text("[run]\nsource_pkgs = notesapi\n")
+    port = free_port()
+    argv = [str(BIN / "uvicorn"), "slow_second:app", "--workers", "2", "--host", "127.0.0.1",
+            "--port", str(port)]  # fmt: skip
+    live = servers(argv, cwd=plainapp, port=port).wait_listening()
+    assert live.get("/hello").json() == {"hello": "world"}  # the first worker serves
+    workers = children(live.pid)
+    # uvicorn catches the worker's SIGTERM while it boots and raised it again once stopped,
+    # with the default handler back: the worker died past its last save.
+    for pid in [live.pid, *(workers if how == "Ctrl-C" else [])]:
+        os.kill(pid, signal.SIGINT if how == "Ctrl-C" else signal.SIGTERM)
+    assert live.wait(timeout=30) in (0, 128 + signal.SIGTERM), live.output()
+    assert len(data_files(plainapp)) == 2, live.output()  # each worker saved
+    assert "Traceback" not in live.output()

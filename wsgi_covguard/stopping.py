@@ -352,6 +352,13 @@ def keep_sigterm_data(session: Any) -> None:
         atexit.register(terminate)
 
     signal.signal(signal.SIGTERM, graceful)
+    # A SIGTERM that came while this process booted (a worker's supervisor stopping: Ctrl-C
+    # or SIGTERM to it) was caught by uvicorn, which raises it again once it has stopped,
+    # with the default handler back: the worker died past atexit, its data lost. Ours now.
+    captured = getattr(server, "_captured_signals", None)
+    if isinstance(captured, list) and signal.SIGTERM in captured:
+        captured[:] = [signum for signum in captured if signum != signal.SIGTERM]  # (twice, seen)
+        graceful(signal.SIGTERM, None)
 
 
 #: Set once this hypercorn worker has seen its master's shutdown event set.
