@@ -538,3 +538,29 @@ def test_the_stop_names_the_requests_it_cuts_once(
     ]
     guard.leave(slow, began)
     assert guard.in_flight() == 0
+
+
+@pytest.mark.parametrize("branch", [False, True], ids=["lines", "arcs"])
+def test_the_saved_line_counts_as_coverage_does(branch: bool, tmp_path: Path) -> None:
+    """The log's "saved N lines of M files" (one SQL query) equals coverage.py's own API,
+    with contexts (a line run under two counts once) and a file touched but not run."""
+    from wsgi_covguard.session import _measured
+
+    path = tmp_path / "data"
+    data = coverage.CoverageData(basename=str(path))
+    if branch:
+        data.add_arcs({"/src/a.py": {(-1, 1), (1, 2), (2, 5), (5, -1)}, "/src/b.py": {(-1, 3)}})
+        data.set_context("other")
+        data.add_arcs({"/src/a.py": {(1, 7), (7, -1)}})
+    else:
+        data.add_lines({"/src/a.py": {1, 2, 5}, "/src/b.py": {3}})
+        data.set_context("other")
+        data.add_lines({"/src/a.py": {1, 7}})
+    data.touch_file("/src/c.py")
+    data.write()
+    lines = {name: data.lines(name) or [] for name in data.measured_files()}
+    data.close(force=True)
+    count = sum(len(found) for found in lines.values())
+    files = sum(1 for found in lines.values() if found)
+    assert _measured(str(path)) == f"{count} lines of {files} files to data"
+    assert (count, files) == (5, 2)
