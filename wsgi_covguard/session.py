@@ -43,6 +43,7 @@ from typing import Any
 
 import coverage
 
+from . import entrypoint
 from .auth import Token
 from .errors import ConfigError, ExitCode, SaveError
 from .log import say
@@ -139,6 +140,47 @@ class CoverageSession:
                 " point), or use Python 3.12+ for the sysmon core"
             )
             say(self.warnings[-1], logging.WARNING)
+
+    def measure_importing(self, frame: FrameType | None) -> None:
+        """Measure the module bodies being imported on ``frame``'s stack, which started
+        before coverage did and which no tracer will follow (see :mod:`.entrypoint`).
+
+        Their lines go where a tracer puts what it records, under the context of the
+        moment, so that every save, copy and reset treats them as traced lines. What
+        coverage.py would not measure (``source``, ``include``, ``omit``) stays out.
+        These are private parts of coverage.py (``_inorout``, ``_collector``, packed
+        arcs), pinned by the tests of the entry point under every core.
+        """
+        cov: Any = self.coverage
+        collector = cov._collector
+        arcs = bool(cov.get_option("run:branch"))
+        packed = getattr(getattr(collector, "core", None), "packed_arcs", None)
+        for module in entrypoint.importing(frame):
+            where = module.f_code.co_filename
+            disposition = cov._inorout.should_trace(where, module)
+            if not disposition.trace or disposition.file_tracer is not None:
+                continue
+            events = entrypoint.lines_run(module.f_code, module.f_lasti)
+            if isinstance(events, str) or (arcs and packed is None):
+                why = (
+                    events
+                    if isinstance(events, str)
+                    else "this coverage.py's way of storing arcs is unknown here"
+                )
+                self.warnings.append(
+                    f"{where}: its module-level lines ran before coverage started (the server"
+                    f" imports it) and are not measured: {why}; keep the entry point to"
+                    " start(), imports and the wrap, or start the server with `covguard serve`"
+                )
+                say(self.warnings[-1], logging.WARNING)
+                continue
+            points: list[Any] = events
+            if arcs:
+                points = [
+                    _packed(arc) if packed else arc
+                    for arc in entrypoint.arcs_of(module.f_code, events)
+                ]
+            collector.data.setdefault(disposition.source_filename, set()).update(points)
 
     def trace_this_thread(self) -> None:
         """Measure the calling thread from its next call on, if the tracer has not reached it.
@@ -563,6 +605,12 @@ def _measured_so_far(cov: coverage.Coverage, dynamic_context: str | None) -> cov
     return memory
 
 
+def _packed(arc: tuple[int, int]) -> int:
+    """An arc as the ctrace core stores it (Collector.flush_data unpacks it so)."""
+    first, second = arc
+    return abs(first) | abs(second) << 28 | (first < 0) << 56 | (second < 0) << 57
+
+
 def get_session() -> CoverageSession | None:
     """The session :func:`start` made in this process, if any."""
     return _session
@@ -610,6 +658,7 @@ def start(
             cov = _new_coverage(core=core, contexts=contexts, options=coverage_options)
             cov.start()
             _session = CoverageSession(cov, owned=True, token=checked)
+            _session.measure_importing(sys._getframe(1))
         _save_on_every_way_out(_session)
         _session.warn_untraced_threads()
         if every is not None:
