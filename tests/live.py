@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +31,10 @@ BIN = Path(sys.executable).parent
 FLASK_EXAMPLE = ROOT / "examples" / "flask"
 TEST_APPS = ROOT / "tests" / "apps"
 TOKEN = "test-token-0123456789abcdef"
+#: Where pre-fork processes put their control sockets (wsgi_covguard.workers).
+RUN_DIR = (
+    Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / f"covguard-{os.getuid()}"
+)
 #: The dashboard's read-only password for TOKEN (any user name): never the token itself.
 DASHBOARD = dashboard_password(TOKEN)
 
@@ -150,13 +155,20 @@ class RunningServer:
         """Teardown: end the server if a test left it running, and the workers it started
         (by pid, from /proc: a worker outlives its killed master, orphaned)."""
         if self.process.poll() is None:
-            for pid in [*descendants(self.pid), self.pid]:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            kill_tree(self.pid)
             self.process.wait(timeout=10)
         if self.process.stdout is not None:
             self.process.stdout.close()
         self._log.close()
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and the processes it started, and remove the control sockets they
+    could not (a pre-fork process's ``<pid>.sock``): teardown leaves nothing behind."""
+    for each in [*descendants(pid), pid]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(each, signal.SIGKILL)
+        (RUN_DIR / f"{each}.sock").unlink(missing_ok=True)
 
 
 def descendants(pid: int) -> list[int]:
@@ -323,9 +335,7 @@ class CovguardServe:
         """Teardown: end the server if a test left it running, and the workers it started
         (by pid, from /proc: an orphaned worker would hold its output pipes open)."""
         if self.process.poll() is None:
-            for pid in [*descendants(self.pid), self.pid]:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            kill_tree(self.pid)
             self.process.wait(timeout=10)
         self._close()
 

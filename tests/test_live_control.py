@@ -289,8 +289,11 @@ def test_under_gunicorn_save_and_reset_reach_every_worker(
     assert len(workers) == 3
     # A socket file left by a dead process whose pid the master has now (pids come back):
     # the master does not measure, and is not asked.
+    # (A file already there was left by a process killed with that pid: it is gone too.)
+    stale_path = _run_dir() / f"{master.pid}.sock"
+    stale_path.unlink(missing_ok=True)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stale:
-        stale.bind(str(_run_dir() / f"{master.pid}.sock"))
+        stale.bind(str(stale_path))
 
     saved = control(master, "POST", "save").json()
     assert set(saved["saved"]) == workers, "every worker saved, not only the one asked"
@@ -307,7 +310,7 @@ def test_under_gunicorn_save_and_reset_reach_every_worker(
         assert requests.get(master.url + "/status/418", timeout=10).status_code == 418
     assert master.shutdown().status_code == 202
     assert master.wait(timeout=10) == 0
-    (_run_dir() / f"{master.pid}.sock").unlink()
+    stale_path.unlink()
     lines = saved_lines(project)
     assert GET_BODY not in lines, "no worker kept lines from before the reset"
     assert STATUS_BODY in lines
