@@ -3,7 +3,8 @@
 #               Chromium) against the live server, the shutdown route, a report and htmlcov/
 #               (make demo-bottle, -pyramid, -falcon, -django: the other examples; make
 #               demo-fastapi, demo-django-asgi: ASGI, under uvicorn)
-#   make test   lint, types, and every test on Python 3.11 (ctrace), 3.12 and 3.13 (sysmon)
+#   make test   lint, types, and every test on Python 3.11 (ctrace), 3.12 and 3.13 (sysmon);
+#               the tests of coverage.py's private parts also on the oldest coverage.py allowed
 # Each sets itself up: virtual environments, `pip install -e .[test]`, Debian's chromium.
 
 PYTHON ?= python3
@@ -14,9 +15,15 @@ VENV := .venv
 VENV312 := .venv-3.12
 VENV313 := .venv-3.13
 PYTEST_ARGS ?= -n 2
+# The oldest coverage.py pyproject.toml allows (the newest is what pip picks for the others),
+# and the tests of what wsgi_covguard takes from its private parts, run against it too.
+COVERAGE_OLDEST := 7.17.0
+VENV_OLDEST := .venv-coverage-$(COVERAGE_OLDEST)
+COVERAGE_PART_TESTS := tests/test_covcompat.py tests/test_entry_point.py tests/test_units.py \
+	tests/test_report_shortcuts.py tests/test_live_control.py tests/test_numbers.py
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo demo-flask demo-bottle demo-pyramid demo-falcon demo-django demo-fastapi demo-django-asgi test lint venv chromium screenshot bench stress soak clean
+.PHONY: demo demo-flask demo-bottle demo-pyramid demo-falcon demo-django demo-fastapi demo-django-asgi test lint venv chromium screenshot bench stress soak clean test-coverage-oldest
 
 venv: $(VENV)/.installed
 
@@ -33,6 +40,16 @@ $(VENV)/.installed: pyproject.toml
 	.venv-$*/bin/python -m pip install -q --upgrade pip
 	.venv-$*/bin/python -m pip install -q -e '.[test]'
 	touch $@
+
+$(VENV_OLDEST)/.installed: pyproject.toml
+	@test -x "$(PY312)" || { echo "make: Python 3.12 not found at $(PY312); install it (pyenv install 3.12) or set PY312=/path/to/python3.12"; exit 2; }
+	$(PY312) -m venv $(VENV_OLDEST)
+	$(VENV_OLDEST)/bin/python -m pip install -q --upgrade pip
+	$(VENV_OLDEST)/bin/python -m pip install -q -e '.[test]' 'coverage==$(COVERAGE_OLDEST)'
+	touch $@
+
+test-coverage-oldest: $(VENV_OLDEST)/.installed
+	$(VENV_OLDEST)/bin/python -m pytest $(PYTEST_ARGS) $(COVERAGE_PART_TESTS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -51,10 +68,11 @@ chromium:
 	  fi; \
 	fi
 
-test: lint chromium $(VENV312)/.installed $(VENV313)/.installed
+test: lint chromium $(VENV312)/.installed $(VENV313)/.installed $(VENV_OLDEST)/.installed
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 	$(VENV312)/bin/python -m pytest $(PYTEST_ARGS)
 	$(VENV313)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV_OLDEST)/bin/python -m pytest $(PYTEST_ARGS) $(COVERAGE_PART_TESTS)
 
 demo: demo-flask
 
@@ -110,4 +128,4 @@ screenshot: $(VENV)/.installed chromium
 		tests/test_dashboard.py -k "html_report or dashboard_shows"
 
 clean:
-	rm -rf $(VENV) $(VENV312) $(VENV313) htmlcov .coverage .coverage.* *.egg-info
+	rm -rf $(VENV) $(VENV312) $(VENV313) $(VENV_OLDEST) htmlcov .coverage .coverage.* *.egg-info

@@ -20,8 +20,8 @@ from coverage.parser import PythonParser
 from hypothesis import given
 from hypothesis import strategies as st
 
+from wsgi_covguard.covcompat import _write_html, lean_html_writes
 from wsgi_covguard.parsing import HELPED_FROM, parse_all
-from wsgi_covguard.reporting import _lean_html_writes, _write_html
 
 EXCLUDE = join_regex([*DEFAULT_EXCLUDE, "raise NotImplementedError"])
 SOURCES = sorted(
@@ -89,7 +89,7 @@ def test_pages_are_written_as_coverage_writes_them(
 
 def test_only_the_write_html_we_know_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
     own = coverage.html.write_html
-    with _lean_html_writes():
+    with lean_html_writes():
         assert coverage.html.write_html is _write_html
     assert coverage.html.write_html is own
 
@@ -97,5 +97,5 @@ def test_only_the_write_html_we_know_is_replaced(monkeypatch: pytest.MonkeyPatch
         """Not the regex we stand in for."""
 
     monkeypatch.setattr(coverage.html, "write_html", changed)
-    with _lean_html_writes():
+    with lean_html_writes():
         assert coverage.html.write_html is changed

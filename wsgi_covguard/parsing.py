@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import coverage
-from coverage.parser import PythonParser
+
+from .covcompat import PythonParser, drop_syntax_tree
 
 __all__ = ["HELPED_FROM", "parse_all"]
 
@@ -100,6 +101,6 @@ def _main() -> None:
                 parser.arcs()  # finds the branches, then lets the syntax tree go
         except Exception:  # noqa: S112 (the server parses it again and says why)
             continue
-        parser._ast_root = None
+        drop_syntax_tree(parser)
         parsed[file] = parser
     sys.stdout.buffer.write(pickle.dumps(parsed, protocol=pickle.HIGHEST_PROTOCOL))

@@ -8,7 +8,7 @@ things keep the figures coverage.py's own while making them cheap:
 - **Each file is analysed once per version.** The analysis of a source file (its
   statements, exclusions, branches) lives in coverage.py's ``FileReporter``; we keep
   each one while the file's size and mtime stay the same and hand it to coverage.py's
-  own reporting (``_get_file_reporter``, the one door its reporters use), so only the
+  own reporting (the one door its reporters use, :mod:`.covcompat`), so only the
   executed lines are read again. Numbers, JSON and HTML are still coverage.py's.
 - **On a thread the tracer does not follow.** The work runs on one thread of its own,
   with no trace function: under ctrace, analysis in a traced thread is about twice as
@@ -30,13 +30,21 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import coverage
-import coverage.html
 from coverage import Coverage
-from coverage.files import GlobMatcher, prep_patterns
-from coverage.python import PythonFileReporter
-from coverage.report_core import get_analysis_to_report
-from coverage.results import Numbers
 
+from .covcompat import (
+    GlobMatcher,
+    Numbers,
+    PythonFileReporter,
+    drop_syntax_tree,
+    exclusion_regex,
+    get_analysis_to_report,
+    give_parser,
+    lean_html_writes,
+    prep_patterns,
+    reporting_doors,
+    use_reporting_doors,
+)
 from .parsing import HELPED_FROM, parse_all
 from .session import CoverageSession
 from .threads import leave_signals
@@ -94,7 +102,7 @@ class Reports:
         written again only when its file or its data changed."""
         with self.coverage_of(parts) as cov:
             contexts = cov.get_data().measured_contexts() - {""}
-            with _lean_html_writes():
+            with lean_html_writes():
                 cov.html_report(directory=folder, show_contexts=bool(contexts))
             self._lighten(cov)
 
@@ -111,9 +119,7 @@ class Reports:
         with self._lock:
             kept = [reporter for _, reporter in self._reporters.values()]
         for reporter in kept:
-            parser = getattr(reporter, "_parser", None)
-            if parser is not None:
-                parser._ast_root = None
+            drop_syntax_tree(reporter)
 
     @contextlib.contextmanager
     def coverage_of(self, parts: list[coverage.CoverageData]) -> Iterator[coverage.Coverage]:
@@ -139,7 +145,7 @@ class Reports:
 
     def _serve_kept_reporters(self, cov: coverage.Coverage) -> None:
         """Have ``cov`` use the kept file reporters, and name files as it named them."""
-        create = cov._get_file_reporter
+        create, name = reporting_doors(cov)
 
         def file_reporter(morf: Any) -> Any:
             version = _version(morf)
@@ -151,16 +157,13 @@ class Reports:
                 return kept[1]
             return self._keep(morf, version, create(morf))
 
-        cov._get_file_reporter = file_reporter  # type: ignore[method-assign]
-        name = cov._file_mapper
-
         def file_name(path: str) -> str:
             known = self._names.get(path)
             if known is None:
                 known = self._names[path] = name(path)
             return known
 
-        cov._file_mapper = file_name
+        use_reporting_doors(cov, file_reporter, file_name)
         self._parse_ahead(cov, create)
 
     def _keep(self, morf: str, version: tuple[int, int], reporter: Any) -> Any:
@@ -177,7 +180,9 @@ class Reports:
     def _parse_ahead(self, cov: Coverage, create: Callable[[str], Any]) -> None:
         """Parse the reported files without a kept analysis at once, in helper processes
         (:mod:`.parsing`), when there are many: the first report of a large codebase."""
-        include, omit = cov.config.report_include, cov.config.report_omit
+        include, omit = cov.get_option("report:include"), cov.get_option("report:omit")
+        assert include is None or isinstance(include, list)
+        assert omit is None or isinstance(omit, list)
         included = GlobMatcher(prep_patterns(include), "report_include") if include else None
         omitted = GlobMatcher(prep_patterns(omit), "report_omit") if omit else None
         fresh = []
@@ -196,47 +201,13 @@ class Reports:
                 fresh.append((morf, version, reporter))
         if len(fresh) < HELPED_FROM:
             return
-        exclude = cov._exclude_regex("exclude")
+        exclude = exclusion_regex(cov)
         parsed = parse_all([r.filename for _, _, r in fresh], exclude, cov.get_data().has_arcs())
         for morf, version, reporter in fresh:
             parser = parsed.get(reporter.filename)
             if parser is not None:
-                reporter._parser = parser
+                give_parser(reporter, parser)
                 self._keep(morf, version, reporter)
-
-
-#: What coverage.py's ``write_html`` removes from a page: the page's leading white space
-#: and all white space before a line's end (blank lines with it).
-_SPACE_AT_ENDS = r"(\A\s+)|(\s+$)"
-
-
-def _write_html(fname: str, html: str) -> None:
-    """coverage.py's ``write_html``, the same bytes, without its regex.
-
-    ``re.sub(_SPACE_AT_ENDS, "", html, flags=re.MULTILINE)`` backtracks through every
-    run of indentation: on the function and class index pages of a large codebase
-    (tens of thousands of rows) it was half the time of an HTML refresh.
-    """
-    lines = (line.rstrip() for line in html.lstrip().split("\n"))
-    page = "\n".join(line for line in lines if line) + "\n"
-    with open(fname, "wb") as out:
-        out.write(page.encode("ascii", "xmlcharrefreplace"))
-
-
-@contextlib.contextmanager
-def _lean_html_writes() -> Iterator[None]:
-    """coverage.py's HTML reporter writing its pages with :func:`_write_html`, if its
-    own ``write_html`` is the one it stands for (the same regex); else as it is."""
-    own: Any = getattr(coverage.html, "write_html", None)
-    code = getattr(own, "__code__", None)
-    if code is None or _SPACE_AT_ENDS not in code.co_consts:
-        yield
-        return
-    coverage.html.write_html = _write_html
-    try:
-        yield
-    finally:
-        coverage.html.write_html = own
 
 
 def _version(morf: Any) -> tuple[int, int] | None:

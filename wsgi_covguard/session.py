@@ -43,7 +43,7 @@ from typing import Any
 
 import coverage
 
-from . import entrypoint
+from . import covcompat, entrypoint
 from .auth import Token
 from .errors import ConfigError, ExitCode, SaveError
 from .log import say
@@ -110,7 +110,7 @@ class CoverageSession:
         self.traces_threads = owned and self.core != "sysmon"
         # What start-up measured, for reset(to_start=True): (arcs?, lines or arcs per file).
         self._start_up: tuple[bool, dict[str, Any]] | None = None
-        _remember_file_names(cov)
+        covcompat.remember_file_names(cov)
         os.register_at_fork(after_in_child=self._after_fork_in_child)
 
     def _after_fork_in_child(self) -> None:
@@ -148,39 +148,25 @@ class CoverageSession:
         Their lines go where a tracer puts what it records, under the context of the
         moment, so that every save, copy and reset treats them as traced lines. What
         coverage.py would not measure (``source``, ``include``, ``omit``) stays out.
-        These are private parts of coverage.py (``_inorout``, ``_collector``, packed
-        arcs), pinned by the tests of the entry point under every core.
         """
-        cov: Any = self.coverage
-        collector = cov._collector
-        arcs = bool(cov.get_option("run:branch"))
-        packed = getattr(getattr(collector, "core", None), "packed_arcs", None)
+        arcs = bool(self.coverage.get_option("run:branch"))
         for module in entrypoint.importing(frame):
-            where = module.f_code.co_filename
-            disposition = cov._inorout.should_trace(where, module)
-            if not disposition.trace or disposition.file_tracer is not None:
+            name = covcompat.traced_name(self.coverage, module)
+            if name is None:
                 continue
             events = entrypoint.lines_run(module.f_code, module.f_lasti)
-            if isinstance(events, str) or (arcs and packed is None):
-                why = (
-                    events
-                    if isinstance(events, str)
-                    else "this coverage.py's way of storing arcs is unknown here"
-                )
-                self.warnings.append(
-                    f"{where}: its module-level lines ran before coverage started (the server"
-                    f" imports it) and are not measured: {why}; keep the entry point to"
-                    " start(), imports and the wrap, or start the server with `covguard serve`"
-                )
-                say(self.warnings[-1], logging.WARNING)
-                continue
-            points: list[Any] = events
-            if arcs:
-                points = [
-                    _packed(arc) if packed else arc
-                    for arc in entrypoint.arcs_of(module.f_code, events)
-                ]
-            collector.data.setdefault(disposition.source_filename, set()).update(points)
+            if not isinstance(events, str):
+                measured = entrypoint.arcs_of(module.f_code, events) if arcs else None
+                if covcompat.add_pending(self.coverage, name, events, measured):
+                    continue
+                events = f"coverage.py {coverage.__version__} stores arcs in a way unknown here"
+            self.warnings.append(
+                f"{module.f_code.co_filename}: its module-level lines ran before coverage"
+                f" started (the server imports it) and are not measured: {events}; keep the"
+                " entry point to start(), imports and the wrap, or start the server with"
+                " `covguard serve`"
+            )
+            say(self.warnings[-1], logging.WARNING)
 
     def trace_this_thread(self) -> None:
         """Measure the calling thread from its next call on, if the tracer has not reached it.
@@ -195,12 +181,9 @@ class CoverageSession:
         coverage.py: if it is ever missing, the loss is said in one line, and in
         ``status``, at the first such request.
         """
-        if self.finished:
-            return
-        collector = getattr(self.coverage, "_collector", None)
-        if collector is not None and not getattr(self.coverage, "_started", True):
+        if self.finished or covcompat.is_paused(self.coverage):
             return  # paused by its owner: not ours to resume
-        install = getattr(collector, "_installation_trace", None)
+        install = covcompat.thread_installer(self.coverage)
         if install is not None:
             sys.settrace(install)
             return
@@ -248,9 +231,9 @@ class CoverageSession:
         live = self.coverage
         cov = coverage.Coverage(data_file=data_file, config_file=False)
         names = [
-            option[1]
-            for option in live.config.CONFIG_FILE_OPTIONS
-            if option[1].startswith(_REPORT_SECTIONS) or option[1] in _REPORT_RUN_OPTIONS
+            name
+            for name in covcompat.option_names(live)
+            if name.startswith(_REPORT_SECTIONS) or name in _REPORT_RUN_OPTIONS
         ]
         for name in [*names, "paths"]:
             cov.set_option(name, live.get_option(name))
@@ -318,7 +301,7 @@ class CoverageSession:
         """
         with self._lock:
             if self._start_up is None:
-                data = _measured_so_far(self.coverage, self.context)
+                data = covcompat.copy_measured(self.coverage, self.context)
                 # Plain sets, not in-memory SQLite: they survive a fork (gunicorn --preload).
                 read = data.arcs if data.has_arcs() else data.lines
                 measured = {name: read(name) or [] for name in data.measured_files()}
@@ -332,13 +315,12 @@ class CoverageSession:
         them to the data file: the file's size and time, the pending sets' sizes and
         the context together change with every new line, save, reset or switch.
         """
-        written: Any = self.coverage._data
+        written = covcompat.written_file(self.coverage)
         try:
-            info = os.stat(written.data_filename()) if written is not None else None
+            info = os.stat(written) if written is not None else None
         except OSError:
             info = None
-        collector: Any = self.coverage._collector
-        pending = sum(len(found) for found in list(collector.data.values())) if collector else 0
+        pending = covcompat.pending_points(self.coverage)
         on_disk = (info.st_size, info.st_mtime_ns) if info is not None else None
         return [os.getpid(), on_disk, pending, self.context]
 
@@ -346,7 +328,7 @@ class CoverageSession:
         """Everything measured so far, serialized (:meth:`coverage.CoverageData.dumps`),
         without writing the data file: what a reader of the data gets."""
         with self._lock:
-            memory = _measured_so_far(self.coverage, self.context)
+            memory = covcompat.copy_measured(self.coverage, self.context)
         try:
             return memory.dumps()
         finally:
@@ -463,22 +445,10 @@ def _measured(data_file: str | None) -> str:
     if data_file is None or not os.path.exists(data_file):
         return "no coverage data (nothing measured)"
     name = os.path.basename(data_file)
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{data_file}?mode=ro", uri=True)) as db:
-            per_file: dict[int, int] = {}
-            for file_id, numbits in db.execute("select file_id, numbits from line_bits"):
-                per_file[file_id] = per_file.get(file_id, 0) | int.from_bytes(numbits, "little")
-            lines = sum(bits.bit_count() for bits in per_file.values())
-            files = {key for key, bits in per_file.items() if bits}
-            for file_id, _line in db.execute(
-                "select file_id, fromno from arc where fromno > 0"
-                " union select file_id, tono from arc where tono > 0"
-            ):
-                files.add(file_id)
-                lines += 1
-    except sqlite3.Error:
+    held = covcompat.lines_in_file(data_file)
+    if held is None:
         return f"coverage data to {name}"
-    return f"{lines} lines of {len(files)} files to {name}"
+    return f"{held[0]} lines of {held[1]} files to {name}"
 
 
 def free_bytes(folder: str) -> int:
@@ -534,81 +504,7 @@ def _erase(data: coverage.CoverageData) -> None:
     say it again.
     """
     data.erase()
-    data._has_lines = data._has_arcs = False
-
-
-def _remember_file_names(cov: coverage.Coverage) -> None:
-    """Have ``cov`` work out each file's name for its data once, not at every save.
-
-    A save (and a reader's copy, :func:`_measured_so_far`) lists every source file
-    that could have run and names each the way the data does: without
-    ``relative_files``, its real path, a ``realpath`` per file. At 885 files that
-    was most of a copy's time, for names that do not change while the server runs
-    (coverage.py keeps its other file names, ``canonical_filename``, the same way).
-    """
-    name: Any = getattr(cov, "_file_mapper", None)
-    if name is None or hasattr(name, "cache_info"):
-        return
-    remembered = functools.lru_cache(maxsize=65536)(name)
-    cov._file_mapper = remembered
-    collector: Any = cov._collector  # names the files of each flush the same way
-    if collector is not None and collector.file_mapper is name:
-        collector.file_mapper = remembered
-
-
-def _measured_so_far(cov: coverage.Coverage, dynamic_context: str | None) -> coverage.CoverageData:
-    """Everything ``cov`` measured so far, in memory; its data file stays as it is.
-
-    coverage.py writes pending lines only when it flushes, and to its data file: a
-    copy taken by a reader (a GET, start-up) must not write that file, nor create it
-    when nobody asked for a save. So the file, if any, is read as it is; the
-    collector flushes its pending lines into the copy, under the context they run
-    in, then gets them back for the next real save. These are private parts of
-    coverage.py (``_data``, ``_collector``), pinned by the tests of the reset to
-    start-up and of the reading routes.
-    """
-    memory = coverage.CoverageData(no_disk=True)
-    written: Any = cov._data
-    if written is not None and os.path.exists(written.data_filename()):
-        part = coverage.CoverageData(basename=written.data_filename())
-        try:
-            part.read()
-            memory.update(part)
-        finally:
-            part.close(force=True)
-    collector: Any = cov._collector
-    if collector is None:  # never started
-        return memory
-    live, static = collector.covdata, collector.static_context
-    # Collector.switch_context's own rule for the context lines are recorded under.
-    context = (
-        f"{static}|{dynamic_context}" if static and dynamic_context else static or dynamic_context
-    )
-    pending = {name: set(found) for name, found in list(collector.data.items())}
-    collector.use_data(memory, context)
-    try:
-        collector.flush_data()
-    finally:
-        collector.use_data(live, static)
-        live.set_context(context)
-        for name, found in pending.items():
-            collector.data.setdefault(name, set()).update(found)
-    # What a save adds (Coverage._post_save_work): every source file that could have run
-    # and did not, so that reports show it at 0% as `coverage report` does.
-    inorout: Any = cov._inorout
-    if inorout is not None and (memory.has_arcs() or memory.measured_files()):
-        by_plugin: dict[str | None, list[str]] = {}
-        for path, plugin in inorout.find_possibly_unexecuted_files():
-            by_plugin.setdefault(plugin, []).append(cov._file_mapper(path))
-        for plugin, paths in by_plugin.items():
-            memory.touch_files(paths, plugin)
-    return memory
-
-
-def _packed(arc: tuple[int, int]) -> int:
-    """An arc as the ctrace core stores it (Collector.flush_data unpacks it so)."""
-    first, second = arc
-    return abs(first) | abs(second) << 28 | (first < 0) << 56 | (second < 0) << 57
+    covcompat.forget_kind(data)
 
 
 def get_session() -> CoverageSession | None:
@@ -652,12 +548,21 @@ def start(
         _refuse_unsupported_servers()
         every = settings.autosave
         cov = coverage.Coverage.current()
-        if cov is not None:
-            _session = CoverageSession(cov, owned=False, token=checked)
-        else:
+        owned = cov is None
+        if cov is None:
             cov = _new_coverage(core=core, contexts=contexts, options=coverage_options)
             cov.start()
-            _session = CoverageSession(cov, owned=True, token=checked)
+        try:
+            lacking = covcompat.check(cov)
+        except ConfigError:
+            if owned:
+                cov.stop()
+            raise
+        _session = CoverageSession(cov, owned=owned, token=checked)
+        for line in lacking:
+            _session.warnings.append(line)
+            say(line, logging.WARNING)
+        if owned:
             _session.measure_importing(sys._getframe(1))
         _save_on_every_way_out(_session)
         _session.warn_untraced_threads()
