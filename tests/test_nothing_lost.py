@@ -19,6 +19,7 @@ import pytest
 import requests
 from live import (
     BIN,
+    RUN_DIR,
     TOKEN,
     CovguardServe,
     RunningServer,
@@ -171,6 +172,14 @@ def test_gunicorn_still_reloads_on_sighup_and_keeps_the_replaced_workers_data(
     live = servers(gunicorn(port), cwd=plainapp, port=port).wait_listening()
     for _ in range(4):
         assert live.get("/hello").text == "hello"
+    # Both workers measuring, their doors open (a control socket each): a worker still being
+    # forked or booting when SIGHUP comes has nothing to save (seen on a busy machine).
+    deadline = time.monotonic() + 20
+    while len(children(live.pid)) < 2 or not all(
+        (RUN_DIR / f"{pid}.sock").exists() for pid in children(live.pid)
+    ):
+        assert time.monotonic() < deadline, live.output()
+        time.sleep(0.05)
     replaced = set(children(live.pid))
     live.signal(signal.SIGHUP)  # gunicorn's own: new workers, the old ones stopped gracefully
     deadline = time.monotonic() + 20
