@@ -1,6 +1,6 @@
 """What every door shares while measuring: its routes, the requests in flight, the stop.
 
-A door (the WSGI middleware; the ASGI one next) opens its :class:`Guard` with the
+A door (the WSGI middleware, the ASGI one) opens its :class:`Guard` with the
 same options (:meth:`Guard.open`: nothing at all without a token), hands it the
 requests that may be control requests (:attr:`Guard.routes`), and tells it when
 each of the app's requests begins and ends, in its protocol's terms; the guard

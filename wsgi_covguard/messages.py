@@ -1,7 +1,7 @@
 """A control request and its answer, in no protocol's terms.
 
 The control routes are written once, against these two; each door (the WSGI
-middleware today, ASGI next) turns what its server hands it into a
+middleware, the ASGI one) turns what its server hands it into a
 :class:`ControlRequest` and an :class:`Answer` back into what its server sends.
 The request is werkzeug's protocol-neutral one (``werkzeug.sansio``, as Quart
 uses it): parsed query, headers, mimetype and ``Authorization``, with the body

@@ -76,7 +76,8 @@ class Reports:
         return self._executor.submit(_apart_from_the_heap, work, *args).result()
 
     def figures(self, parts: list[coverage.CoverageData]) -> dict[str, Any]:
-        """coverage.py's own figures for ``data_file``, those ``coverage report`` prints.
+        """coverage.py's own figures for the data of ``parts`` (one per process), those
+        ``coverage report`` prints.
 
         Its analysis does the counting (statements, branches, partial branches,
         exclusions, report omit/include) and its ``Numbers`` the rounding
@@ -98,8 +99,8 @@ class Reports:
         return {**_row(total), "files": files}
 
     def html(self, parts: list[coverage.CoverageData], folder: str) -> None:
-        """coverage.py's HTML report of the data in ``folder``, incremental: a page is
-        written again only when its file or its data changed."""
+        """coverage.py's HTML report of the data of ``parts``, written to ``folder``,
+        incremental: a page is written again only when its file or its data changed."""
         with self.coverage_of(parts) as cov:
             contexts = cov.get_data().measured_contexts() - {""}
             with lean_html_writes():

@@ -27,6 +27,16 @@ uvicorn (ASGI)                 its ``should_exit`` flag, as its own signal
                                handler sets it, but with no signal to raise
                                again afterwards: connections finish, the
                                lifespan shutdown runs, the process exits 0
+hypercorn (ASGI)               no new connection accepted
+                               (:class:`AcceptNoMore`), the guard drains,
+                               then SIGTERM: to itself in one process (its
+                               event loop handles it: the graceful stop),
+                               else to the master, which sets the shutdown
+                               event its workers watch
+                               (:func:`watch_hypercorn_stop`)
+Daphne (ASGI)                  no new connection accepted, the guard
+                               drains, then SIGINT to the main thread:
+                               Twisted's handler stops the reactor
 ============================  ===========================================
 
 Never a ``KeyboardInterrupt`` in a socketserver's accept loop: landing while
