@@ -267,6 +267,7 @@ def assert_one_line_error(
     assert done.stdout == ""
 
 
+@pytest.mark.core_independent
 def test_a_missing_extra_names_the_extra(tmp_path: Path) -> None:
     """A fresh environment with the base install only, as a new user has it."""
     venv = tmp_path / "venv"

@@ -28,6 +28,8 @@ from packaging.specifiers import SpecifierSet
 
 from wsgi_covguard import covcompat
 
+pytestmark = pytest.mark.in_process
+
 WORK = """\
 def work(n):
     total = 0

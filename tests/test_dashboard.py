@@ -55,6 +55,7 @@ def taskboard_live(tmp_path: Path) -> Iterator[tuple[CovguardServe, Path]]:
         live.stop()
 
 
+@pytest.mark.core_independent
 def test_the_dashboard_shows_coverage_rise_in_a_browser(
     taskboard_live: tuple[CovguardServe, Path], tmp_path: Path
 ) -> None:
@@ -114,6 +115,7 @@ def application(environ, start_response):
 """
 
 
+@pytest.mark.core_independent
 def test_opening_the_dashboard_and_the_report_measures_nothing_of_the_app(tmp_path: Path) -> None:
     folder = tmp_path / "flask"
     shutil.copytree(

@@ -12,6 +12,8 @@ import pytest
 from live import ROOT, data_files, measured_lines
 
 PY = sys.executable
+
+pytestmark = pytest.mark.core_independent
 #: example -> (its folder, its package, its entry point); Django's project has both doors
 EXAMPLES = {
     "flask": ("flask", "taskboard", "wsgi:application"),

@@ -119,6 +119,7 @@ def test_each_phase_has_its_context_and_late_requests_are_named(project: Path) -
     ) in summary
 
 
+@pytest.mark.core_independent
 def test_without_late_requests_the_summary_says_nothing(project: Path) -> None:
     done = run_pytest(
         project, "--covguard-app", "httpbin:app", "--covguard-contexts", "test_e2e.py"
@@ -127,6 +128,7 @@ def test_without_late_requests_the_summary_says_nothing(project: Path) -> None:
     assert "covguard: requests across a context switch" not in done.stdout
 
 
+@pytest.mark.core_independent
 def test_the_ini_options_work_too(project: Path) -> None:
     (project / "pytest.ini").write_text(
         "[pytest]\ncovguard_app = httpbin:app\ncovguard_server = werkzeug\n"
@@ -136,6 +138,7 @@ def test_the_ini_options_work_too(project: Path) -> None:
     assert len(data_files(project)) == 1
 
 
+@pytest.mark.core_independent
 def test_pytest_cov_reports_the_servers_files(project: Path) -> None:
     done = run_pytest(
         project, "--covguard-app", "httpbin:app", "--cov", "--cov-report=term", "test_e2e.py"
@@ -160,6 +163,7 @@ def test_under_xdist_each_worker_has_its_own_server(project: Path) -> None:
         assert by_line[HEADERS_BODY] == ["test_e2e.py::test_headers|run"]
 
 
+@pytest.mark.core_independent
 def test_the_plugin_is_inert_unless_asked(project: Path) -> None:
     done = run_pytest(project, "test_e2e.py::test_without_the_server")
     assert done.returncode == 0
@@ -223,6 +227,7 @@ def test_contexts_asked_of_a_server_that_cannot_record_them_are_refused(project:
     assert "xdist workers would set it in turn" in split.stderr
 
 
+@pytest.mark.core_independent
 def test_a_run_with_contexts_that_set_none_says_so(project: Path) -> None:
     pytest_argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "test_run.py"]
     done = covguard_run(project, "--contexts", "--", *pytest_argv)

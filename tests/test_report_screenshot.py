@@ -12,10 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from live import CHROMIUM, CHROMIUM_FLAGS, ROOT
 from playwright.sync_api import sync_playwright
 
 PY = sys.executable
+
+pytestmark = pytest.mark.core_independent
 
 
 def test_the_html_report_shows_which_browser_test_ran_each_line(tmp_path: Path) -> None:

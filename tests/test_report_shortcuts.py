@@ -23,6 +23,8 @@ from hypothesis import strategies as st
 from wsgi_covguard.covcompat import _write_html, lean_html_writes
 from wsgi_covguard.parsing import HELPED_FROM, parse_all
 
+pytestmark = pytest.mark.in_process
+
 EXCLUDE = join_regex([*DEFAULT_EXCLUDE, "raise NotImplementedError"])
 SOURCES = sorted(
     str(path)

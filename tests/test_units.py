@@ -35,6 +35,8 @@ from wsgi_covguard.stopping import InterruptMain, find_stopper
 SECRET = "unit-token-0123456789"
 BEARER = {"Authorization": f"Bearer {SECRET}"}
 
+pytestmark = pytest.mark.in_process
+
 
 def basic(password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"me:{password}".encode()).decode()}
