@@ -364,8 +364,8 @@ def test_a_wsgi_server_for_an_asgi_app_is_refused_in_one_line(notes: Path) -> No
     )  # fmt: skip
     assert done.returncode != 0
     assert done.stderr.strip().splitlines()[-1] == (
-        "covguard: 'notesapi:api' is an ASGI application; serve it with --server uvicorn,"
-        " hypercorn or daphne"
+        "covguard: 'notesapi:api' is an ASGI application; serve it with --server granian,"
+        " uvicorn, hypercorn or daphne"
     )
 
 

@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 import textwrap
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from wsgi_covguard.errors import ConfigError, ExitCode, SaveError
 from wsgi_covguard.messages import Answer, ControlRequest, json_answer
 from wsgi_covguard.middleware import _control_request
 from wsgi_covguard.routes import FORWARDING, NOTHING_ALLOWED, Route, Routes
+from wsgi_covguard.servers import SERVERS, Options, check_available, family
 from wsgi_covguard.session import _choose_core
 from wsgi_covguard.settings import Settings, server_url
 from wsgi_covguard.spawn import READY_LINE, serve_argv
@@ -328,6 +330,26 @@ def test_handler_errors_are_one_line_json_answers(path: str, status: int) -> Non
 
 
 # -- stopping, cores, apps, the command ----------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(SERVERS))
+def test_each_registered_server_is_known_by_its_name_and_installed_by_its_extra(
+    name: str,
+) -> None:
+    support = family(name)
+    assert support.name == name
+    assert support.serves in ("wsgi", "asgi", "both")
+    extras = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())[
+        "project"
+    ]["optional-dependencies"]
+    if support.extra is not None:
+        assert support.extra in extras, f"pyproject.toml has no extra [{support.extra}]"
+    check_available(name)  # installed here: its module is found
+    if support.takes_workers:
+        check_available(name, Options(workers=2))
+    else:
+        with pytest.raises(ConfigError, match=f"{name} serves from one process"):
+            check_available(name, Options(workers=2))
 
 
 def test_a_prefork_request_in_a_process_with_no_master_signals_no_parent() -> None:

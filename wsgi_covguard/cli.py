@@ -186,15 +186,21 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from . import CovGuard, CovGuardASGI, start
-    from .prefork import LOADS_IN_WORKERS
-    from .servers import ASGI_SERVERS, Options, check_available, create_server
+    from .servers import (
+        ASGI_SERVERS,
+        WSGI_SERVERS,
+        Options,
+        check_available,
+        create_server,
+        family,
+    )
 
     options = Options(threads=args.threads, workers=args.workers)
     if args.server is not None:
         check_available(args.server, options)
     settings = Settings.read()
     token = settings.token.reveal() if settings.token else _generated_token()
-    if args.server in LOADS_IN_WORKERS:
+    if args.server is not None and family(args.server).loads_in_workers:
         return _serve_from_workers(args, options)
     session = start(token=token, contexts=args.contexts, autosave=args.autosave)
     assert session is not None
@@ -203,14 +209,11 @@ def _serve(args: argparse.Namespace) -> int:
         app = load_app(args.app)
         asgi = is_asgi(app)
         name = args.server or ("uvicorn" if asgi else "waitress")
-        if asgi != (name in ASGI_SERVERS):
-            kind, servers = (
-                ("an ASGI", "uvicorn, hypercorn or daphne")
-                if asgi
-                else ("a WSGI", "waitress, werkzeug, ...")
-            )
+        kind, able = ("an ASGI", ASGI_SERVERS) if asgi else ("a WSGI", WSGI_SERVERS)
+        if name not in able:
             raise ConfigError(
-                f"{args.app!r} is {kind} application; serve it with --server {servers}"
+                f"{args.app!r} is {kind} application;"
+                f" serve it with --server {', '.join(able[:-1])} or {able[-1]}"
             )
         # Bind before the guard announces that it measures: a busy port is one line.
         front: _AppSlot | _ASGISlot = _ASGISlot() if asgi else _AppSlot()

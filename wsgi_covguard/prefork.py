@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "LOADS_IN_WORKERS",
-    "PREFORK",
     "children",
     "hypercorn_stop_event",
     "in_prefork_process",
@@ -32,12 +30,6 @@ __all__ = [
     "remember_master",
     "serves_prefork",
 ]
-
-#: Servers with several processes (``--workers``).
-PREFORK = frozenset({"gunicorn", "granian"})
-#: Servers whose workers import the application themselves: their launcher takes a
-#: function that returns it, called in each worker.
-LOADS_IN_WORKERS = frozenset({"granian"})
 
 
 def in_prefork_process() -> bool:

@@ -1,0 +1,28 @@
+"""Cheroot (CherryPy's server): its own ``stop()``, from another thread."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..stopping import CallStop
+from .base import Options, Server, ServerSupport
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+
+
+class CherootSupport(ServerSupport):
+    """What wsgi_covguard knows of cheroot."""
+
+    name = "cheroot"
+    requires = "cheroot"
+    extra = "cheroot"
+    serves = "wsgi"
+
+    def launch(self, app: WSGIApplication, host: str, port: int, options: Options) -> Server:
+        from cheroot.wsgi import Server as CherootServer
+
+        server = CherootServer((host, port), app, numthreads=options.threads or 10)
+        server.prepare()  # binds; start() is prepare() + serve()
+        bound_port = int(server.bind_addr[1])
+        return Server(self.name, host, bound_port, server.serve, CallStop(server, "stop"))

@@ -1,0 +1,60 @@
+"""gunicorn: a master and forked workers; SIGTERM to the master stops them all gracefully."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import TYPE_CHECKING, Any
+
+from ..stopping import TerminateMaster
+from .base import Options, Server, ServerSupport
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+
+
+class GunicornSupport(ServerSupport):
+    """What wsgi_covguard knows of gunicorn."""
+
+    name = "gunicorn"
+    requires = "gunicorn"
+    extra = "gunicorn"
+    serves = "wsgi"
+    takes_workers = True
+
+    def launch(self, app: WSGIApplication, host: str, port: int, options: Options) -> Server:
+        from gunicorn.app.base import BaseApplication
+        from gunicorn.arbiter import Arbiter
+
+        # We bind, gunicorn inherits the socket (``fd://``): the port is known now.
+        listener = socket.create_server((host, port))
+        listener.set_inheritable(True)
+        settings = {
+            "bind": [f"fd://{listener.fileno()}"],
+            "workers": options.workers or 1,
+            "threads": options.threads or 1,  # more than 1 makes gunicorn use gthread
+        }
+
+        class GracefulArbiter(Arbiter):  # type: ignore[misc]
+            """Ctrl-C stops gracefully too: workers finish and save, as on SIGTERM."""
+
+            def handle_int(self) -> None:
+                self.handle_term()
+
+        class CovguardApplication(BaseApplication):  # type: ignore[misc]
+            # The app is already imported here, in the master, with coverage
+            # running: every worker forks with it, as with --preload.
+            socket = listener  # kept open: gunicorn only has its file descriptor
+
+            def load_config(self) -> None:
+                for key, value in settings.items():
+                    self.cfg.set(key, value)
+
+            def load(self) -> Any:
+                return app
+
+            def run(self) -> None:
+                GracefulArbiter(self).run()
+
+        return Server(self.name, host, listener.getsockname()[1], CovguardApplication().run,
+                      TerminateMaster(os.getpid()))  # fmt: skip
