@@ -19,7 +19,7 @@ uses the loop's default one); a request's body comes first, on the event loop, w
 ``BODY_TIMEOUT``: a slow client holds no thread.
 
 The stop: uvicorn's own graceful path, the flag its signal handler sets
-(:class:`~.stopping.SetShouldExit`), without a signal for uvicorn to raise again
+(:class:`~.servers.uvicorn.SetShouldExit`), without a signal for uvicorn to raise again
 afterwards: connections finish, the app's lifespan shutdown runs, the process exits
 0 and saves at exit. SIGTERM from a supervisor takes the same path, then the
 process dies of it, as the sender expects, once the data is saved.
@@ -32,7 +32,6 @@ import contextlib
 import inspect
 import logging
 import os
-import sys
 import time
 import types
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -46,18 +45,15 @@ from .guard import Door, Guard
 from .interrupts import listen
 from .log import say
 from .messages import Answer, ControlRequest, json_answer
-from .prefork import hypercorn_stop_event
+from .servers import serving_here
 from .stopping import (
     AcceptNoMore,
     Stopper,
-    TerminateMaster,
     checked_master,
     find_asgi_stopper,
-    keep_sigterm_data,
     stop_accepting,
-    watch_hypercorn_stop,
 )
-from .threads import leave_signals, start_thread
+from .threads import leave_signals
 
 __all__ = ["CovGuardASGI"]
 
@@ -80,19 +76,9 @@ class CovGuardASGI(Door):
     _loop: asyncio.AbstractEventLoop | None = None
 
     def _opened(self, guard: Guard) -> None:
-        keep_sigterm_data(guard.session)  # uvicorn would lose the data on SIGTERM
-
-        stop = hypercorn_stop_event()
-        if stop is not None:
-            # hypercorn's workers stop when their master sets this event, however it was
-            # asked to stop; an open websocket would hold the worker (for ever on 3.12+):
-            # drain_timeout after the event, the guard ends those still open. Set while
-            # this worker drains, the master was interrupted (Ctrl-C): the drain ends now.
-            def stopping() -> None:
-                if not guard.hurry():
-                    guard.drain()
-
-            start_thread(watch_hypercorn_stop, stop, stopping, name="covguard-drain")
+        server = serving_here()  # its signals and stop event (uvicorn, hypercorn's workers)
+        if server is not None:
+            server.asgi_opened(guard)
 
     def _refuse_new(self) -> None:
         """A sibling's stop began (hypercorn's workers): no new connection here either.
@@ -126,19 +112,16 @@ class CovGuardASGI(Door):
 
     @staticmethod
     def _stopper_of(request: ControlRequest) -> Stopper:
-        pid = checked_master()
-        if pid is not None:  # uvicorn --workers, hypercorn, granian: the master stops all
-            # Drain here first where the server's own stop cuts what is in flight: granian
-            # closes open websockets at once (1006); hypercorn, requests that arrive as it
-            # begins (see AcceptNoMore).
-            if "granian" in sys.modules:
-                return TerminateMaster(pid, drains=False)
-            stopper: Stopper = TerminateMaster(pid, drains=hypercorn_stop_event() is None)
-        else:  # one process (a harness's child too), or a worker whose master died
-            stopper = find_asgi_stopper()
-        if stopper.drains:  # uvicorn's own stop: it lets nothing in half answered
+        master = checked_master()  # uvicorn --workers, hypercorn, granian: it stops all
+        loop = request.server_handle
+        server = serving_here()
+        stopper = server.asgi_stopper(master, loop) if server is not None else None
+        if stopper is not None:
             return stopper
-        return AcceptNoMore(stopper, request.server_handle)
+        stopper = find_asgi_stopper(master)
+        if stopper.drains:  # uvicorn's own stop (--workers): it lets nothing in half answered
+            return stopper
+        return AcceptNoMore(stopper, loop)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         guard = self._guard

@@ -43,9 +43,10 @@ from .log import say
 from .messages import Answer, ControlRequest
 from .prefork import remember_master
 from .routes import Route, Routes
+from .servers import serving_here
 from .session import CoverageSession, get_session, start
 from .settings import CONTROL_PREFIX, SHUTDOWN_PATH, Settings
-from .stopping import Stopper, before_drain, handler_threads, hear_sigterm_while_booting
+from .stopping import Stopper, before_drain, handler_threads
 from .threads import start_thread
 from .workers import ProcessGroup
 
@@ -149,7 +150,9 @@ class Guard:
             answer.after = lambda: guard.begin_shutdown(stopper)
             return answer
 
-        hear_sigterm_while_booting()  # before siblings can see this process listen
+        server = serving_here()
+        if server is not None:
+            server.opening()  # before siblings can see this process listen (granian's workers)
         group = ProcessGroup(session)
         if refuse_new is not None:  # set before siblings can ask for it
             group.on_quiesce = functools.partial(guard.quiet_down, refuse_new=refuse_new)

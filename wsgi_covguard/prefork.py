@@ -4,7 +4,8 @@ gunicorn, granian, uvicorn (``--workers``, ``--reload``) and hypercorn (its comm
 line: one worker or more) serve from worker processes under a master. Each worker
 holds part of the data (see :mod:`.workers`), the stop goes to the master (see
 :mod:`.stopping`), and ``covguard serve`` starts them differently (see
-:mod:`.servers`). What marks them lives here, and only here.
+:mod:`.servers`). What marks a worker lives here (and hypercorn's stop event, in
+:mod:`.servers.hypercorn`).
 
 Who the master is is checked, never assumed: a process that merely imported uvicorn
 in a ``multiprocessing`` child of a test harness is no worker, and its parent (the
@@ -23,7 +24,6 @@ from typing import Any
 
 __all__ = [
     "children",
-    "hypercorn_stop_event",
     "in_prefork_process",
     "lost_master",
     "master",
@@ -107,20 +107,6 @@ def master() -> int | None:
 def lost_master() -> int | None:
     """The pid of this worker's master if it died (another process adopted this one)."""
     return _master if _master is not None and os.getppid() != _master else None
-
-
-def hypercorn_stop_event() -> Any | None:
-    """In a worker of hypercorn's command line, the event its master sets to stop them all
-    (the worker's own ``shutdown_event`` argument); None elsewhere."""
-    if "hypercorn" not in sys.modules:
-        return None
-    import multiprocessing
-
-    if multiprocessing.parent_process() is None:
-        return None
-    kwargs = getattr(multiprocessing.current_process(), "_kwargs", None)
-    event = kwargs.get("shutdown_event") if isinstance(kwargs, dict) else None
-    return event if hasattr(event, "is_set") and hasattr(event, "wait") else None
 
 
 def serves_prefork(environ: Mapping[str, Any]) -> bool:

@@ -33,7 +33,7 @@ hypercorn (ASGI)               no new connection accepted
                                event loop handles it: the graceful stop),
                                else to the master, which sets the shutdown
                                event its workers watch
-                               (:func:`watch_hypercorn_stop`)
+                               (:func:`.servers.hypercorn.watch_stop`)
 Daphne (ASGI)                  no new connection accepted, the guard
                                drains, then SIGINT to the main thread:
                                Twisted's handler stops the reactor
@@ -53,7 +53,6 @@ shutdown thread, never from a thread the server itself must finish.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import os
 import signal
@@ -61,13 +60,10 @@ import socket
 import socketserver
 import sys
 import threading
-import time
-from collections.abc import Callable
-from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .log import say
-from .prefork import hypercorn_stop_event, lost_master, master, serves_prefork
+from .prefork import lost_master, master, serves_prefork
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
@@ -77,7 +73,6 @@ __all__ = [
     "CallStop",
     "EndServeLoop",
     "InterruptMain",
-    "SetShouldExit",
     "Stopper",
     "TerminateMaster",
     "before_drain",
@@ -85,10 +80,7 @@ __all__ = [
     "find_asgi_stopper",
     "find_stopper",
     "handler_threads",
-    "hear_sigterm_while_booting",
-    "keep_sigterm_data",
     "stop_accepting",
-    "watch_hypercorn_stop",
 ]
 
 
@@ -281,43 +273,16 @@ def _knock(address: Any) -> None:
         socket.create_connection(tuple(address)[:2], timeout=1).close()
 
 
-class SetShouldExit:
-    """Set the server's ``should_exit`` flag, which its main loop checks every 0.1 s.
+def find_asgi_stopper(master: int | None) -> Stopper:
+    """How to stop the ASGI server of this process, where its own module knows no better
+    (:meth:`~.servers.base.ServerSupport.asgi_stopper`).
 
-    uvicorn's signal handler does the same and also notes the signal, to raise it
-    again once it has stopped (the process then dies of it, past ``atexit``).
+    A worker: SIGTERM to its ``master``, which stops every worker gracefully. One
+    process whose event loop handles SIGTERM (``loop.add_signal_handler``): SIGTERM to
+    itself, its own graceful stop, once the guard drained. Else SIGINT to the main thread.
     """
-
-    name = "should_exit = True"
-    drains = False
-
-    def __init__(self, server: Any) -> None:
-        self._server = server
-
-    def __call__(self) -> None:
-        self._server.should_exit = True
-
-
-def _uvicorn_server() -> Any | None:
-    """The uvicorn ``Server`` serving this process, found through the signal handler it
-    installs while it serves (its bound ``handle_exit``), if any."""
-    handler = signal.getsignal(signal.SIGTERM)
-    server = getattr(handler, "__self__", None)
-    if getattr(handler, "__name__", "") == "handle_exit" and hasattr(server, "should_exit"):
-        return server
-    return None
-
-
-def find_asgi_stopper() -> Stopper:
-    """Choose how to stop the ASGI server of this process.
-
-    uvicorn: its flag. A server whose event loop handles SIGTERM (hypercorn in one
-    process: ``loop.add_signal_handler``): SIGTERM to this process, its own graceful
-    stop, once the guard drained. Else SIGINT to the main thread.
-    """
-    server = _uvicorn_server()
-    if server is not None:
-        return SetShouldExit(server)
+    if master is not None:
+        return TerminateMaster(master)
     if _loop_handles(signal.SIGTERM):  # its stop cuts requests on keep-alive connections:
         return TerminateMaster(os.getpid(), drains=False)  # the guard drains first
     return InterruptMain()
@@ -331,100 +296,6 @@ def _loop_handles(signum: int) -> bool:
     return getattr(handler, "__module__", "") == "asyncio.unix_events" and (
         getattr(handler, "__name__", "") == "_sighandler_noop"
     )
-
-
-def keep_sigterm_data(session: Any) -> None:
-    """Under uvicorn, let SIGTERM stop gracefully, save, and only then end the process
-    (and in a hypercorn worker, see :func:`_hypercorn_worker_sigterm`).
-
-    uvicorn stops gracefully on SIGTERM and then raises it again, with the handler
-    it found first restored: the default one, which ends the process past ``atexit``
-    and loses the data. So SIGTERM sets the flag (as our stop does), and the process
-    dies of it after the session has finished and saved.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return
-    if hypercorn_stop_event() is not None:
-        signal.signal(signal.SIGTERM, _hypercorn_worker_sigterm)
-        return
-    server = _uvicorn_server()
-    if server is None:
-        return
-
-    def graceful(signum: int, frame: FrameType | None) -> None:
-        server.should_exit = True
-
-        def terminate() -> None:
-            session.finish()
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
-
-        atexit.register(terminate)
-
-    signal.signal(signal.SIGTERM, graceful)
-    # A SIGTERM that came while this process booted (a worker's supervisor stopping: Ctrl-C
-    # or SIGTERM to it) was caught by uvicorn, which raises it again once it has stopped,
-    # with the default handler back: the worker died past atexit, its data lost. Ours now.
-    captured = getattr(server, "_captured_signals", None)
-    if isinstance(captured, list) and signal.SIGTERM in captured:
-        captured[:] = [signum for signum in captured if signum != signal.SIGTERM]  # (twice, seen)
-        graceful(signal.SIGTERM, None)
-
-
-#: Set once this hypercorn worker has seen its master's shutdown event set.
-_HYPERCORN_STOPPING = threading.Event()
-
-
-def watch_hypercorn_stop(event: Any, then: Callable[[], object]) -> None:
-    """In a hypercorn worker: once its master's shutdown ``event`` is set, note it (for
-    :func:`_hypercorn_worker_sigterm`) and call ``then()``.
-
-    The event is polled, never waited on: a process waiting on a multiprocessing
-    event makes the master's ``set()`` wait for it to wake, with the event's lock held,
-    and a second signal to the master meanwhile deadlocked it in its own handler
-    (``kill -TERM`` twice: 1 hang in 10 when a worker waited, none when polled).
-    """
-    while not event.is_set():
-        time.sleep(0.02)
-    _HYPERCORN_STOPPING.set()
-    then()
-
-
-def _hypercorn_worker_sigterm(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM in a hypercorn worker: wait for the graceful stop if one is under way.
-
-    hypercorn's master sets the workers' shutdown event, and as soon as the first
-    worker has stopped it terminates the others, cutting their graceful stop (and
-    their requests in flight) and ending them past ``atexit``: their data would be
-    lost. While the event is set the worker is stopping already: it goes on, and
-    saves at its exit (the master waits for it). Otherwise it exits now, and saves.
-    (What :func:`watch_hypercorn_stop` saw: a signal handler must not take the event's
-    lock, which the interrupted thread may hold.)
-    """
-    if _HYPERCORN_STOPPING.is_set():
-        return
-    raise SystemExit(128 + signum)
-
-
-def hear_sigterm_while_booting() -> None:
-    """In a granian worker that has not begun to serve, let SIGTERM end it (it saves).
-
-    granian forks its workers, and a forked worker keeps its master's SIGTERM
-    handler (a no-op there) until it serves and installs its own: a stop that comes
-    while a worker boots is lost, and the master waits for that worker for ever. From
-    the door's opening to granian's own handler, SIGTERM ends the worker here; the
-    stop waits for booting siblings to open their door (:meth:`.Guard._drain_save_stop`).
-    """
-    import multiprocessing
-
-    if "granian" not in sys.modules or multiprocessing.parent_process() is None:
-        return
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _end_booting_worker)
-
-
-def _end_booting_worker(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(0)  # nothing served yet; the data is saved at exit
 
 
 def find_stopper(environ: WSGIEnvironment) -> Stopper:

@@ -34,6 +34,7 @@ __all__ = [
     "check_available",
     "create_server",
     "family",
+    "serving_here",
 ]
 
 #: name -> the class that knows that server, ``module:class`` (``--server`` lists them in
@@ -57,6 +58,11 @@ def family(name: str) -> ServerSupport:
     module, _, cls = SERVERS[name].partition(":")
     support: type[ServerSupport] = getattr(importlib.import_module(f"{__name__}.{module}"), cls)
     return support()
+
+
+def serving_here() -> ServerSupport | None:
+    """The server this process serves under, if one of :data:`SERVERS` says so."""
+    return next((family(name) for name in SERVERS if family(name).serving_here()), None)
 
 
 def _serving(kind: str) -> tuple[str, ...]:

@@ -11,11 +11,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 from ..stopping import Stopper
 
-__all__ = ["Options", "Server", "ServerSupport"]
+__all__ = ["OpenGuard", "Options", "Server", "ServerSupport"]
+
+
+class OpenGuard(Protocol):
+    """What a server's hooks may use of a door's guard (:class:`~wsgi_covguard.guard.Guard`)."""
+
+    @property
+    def session(self) -> Any:
+        """The measuring session (:class:`~wsgi_covguard.session.CoverageSession`)."""
+
+    def hurry(self) -> bool:
+        """If this process drains, its deadline is now; False if no drain was under way."""
+
+    def drain(self) -> None:
+        """Wait for the requests in flight, within the stop's deadline."""
 
 
 @dataclass(frozen=True)
@@ -70,3 +84,24 @@ class ServerSupport:
     def launch(self, app: Any, host: str, port: int, options: Options) -> Server:
         """Bind ``host:port`` (a busy port raises OSError) and return the server, unstarted."""
         raise NotImplementedError
+
+    # -- a process serving under it, however it was started ------------------------------
+
+    def serving_here(self) -> bool:
+        """True if this process serves under this server, started by ``covguard serve`` or
+        by the server's own command line (False: nothing below is asked of it)."""
+        return False
+
+    def opening(self) -> None:
+        """A door of this process opens, before its siblings can see it listen."""
+
+    def asgi_opened(self, guard: OpenGuard) -> None:
+        """The ASGI door measures (it has a token), in the thread that imported it."""
+
+    def asgi_stopper(self, master: int | None, loop: Any) -> Stopper | None:
+        """How the ASGI door stops this server; ``master``: this worker's master, checked
+        (None: one process, or its master died); ``loop``: the event loop serving the
+        shutdown request. None: the generic choice
+        (:func:`~wsgi_covguard.stopping.find_asgi_stopper`, behind
+        :class:`~wsgi_covguard.stopping.AcceptNoMore` unless the server drains itself)."""
+        return None

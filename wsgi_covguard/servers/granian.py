@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import sys
+import threading
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
-from ..stopping import TerminateMaster
+from ..stopping import Stopper, TerminateMaster
 from .base import Options, Server, ServerSupport
 
 
@@ -48,3 +52,32 @@ class GranianSupport(ServerSupport):
             server.serve(target_loader=load, wrap_loader=False)
 
         return Server(self.name, host, port, run, TerminateMaster(os.getpid()))
+
+    def serving_here(self) -> bool:
+        return "granian" in sys.modules
+
+    def opening(self) -> None:
+        """In a worker that has not begun to serve, let SIGTERM end it (it saves).
+
+        granian forks its workers, and a forked worker keeps its master's SIGTERM
+        handler (a no-op there) until it serves and installs its own: a stop that comes
+        while a worker boots is lost, and the master waits for that worker for ever.
+        From the door's opening to granian's own handler, SIGTERM ends the worker here;
+        the stop waits for booting siblings to open their door
+        (:meth:`~wsgi_covguard.guard.Guard._drain_save_stop`).
+        """
+        import multiprocessing
+
+        if multiprocessing.parent_process() is None:
+            return
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _end_booting_worker)
+
+    def asgi_stopper(self, master: int | None, loop: Any) -> Stopper | None:
+        # granian closes open websockets at once (1006) when its master stops it: the
+        # door drains first. (Its listening sockets are its Rust runtime's, not the loop's.)
+        return None if master is None else TerminateMaster(master, drains=False)
+
+
+def _end_booting_worker(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)  # nothing served yet; the data is saved at exit

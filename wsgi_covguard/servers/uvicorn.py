@@ -1,12 +1,50 @@
-"""uvicorn (ASGI): its own ``should_exit`` flag, as its signal handler sets it."""
+"""uvicorn (ASGI): its own ``should_exit`` flag, as its signal handler sets it.
+
+Its SIGTERM, though, would lose the data: uvicorn stops gracefully and then raises
+the signal again with the default handler back, which ends the process past
+``atexit``. So under uvicorn SIGTERM sets the flag, and the process dies of it once
+the session has finished and saved (:meth:`UvicornSupport.asgi_opened`).
+"""
 
 from __future__ import annotations
 
+import atexit
+import os
+import signal
 import socket
+import threading
+from types import FrameType
 from typing import Any
 
-from ..stopping import SetShouldExit
-from .base import Options, Server, ServerSupport
+from ..stopping import AcceptNoMore, Stopper
+from .base import OpenGuard, Options, Server, ServerSupport
+
+
+class SetShouldExit:
+    """Set the server's ``should_exit`` flag, which its main loop checks every 0.1 s.
+
+    uvicorn's signal handler does the same and also notes the signal, to raise it
+    again once it has stopped (the process then dies of it, past ``atexit``).
+    """
+
+    name = "should_exit = True"
+    drains = False
+
+    def __init__(self, server: Any) -> None:
+        self._server = server
+
+    def __call__(self) -> None:
+        self._server.should_exit = True
+
+
+def _serving() -> Any | None:
+    """The uvicorn ``Server`` serving this process, found through the signal handler it
+    installs while it serves (its bound ``handle_exit``), if any."""
+    handler = signal.getsignal(signal.SIGTERM)
+    server = getattr(handler, "__self__", None)
+    if getattr(handler, "__name__", "") == "handle_exit" and hasattr(server, "should_exit"):
+        return server
+    return None
 
 
 class UvicornSupport(ServerSupport):
@@ -33,3 +71,39 @@ class UvicornSupport(ServerSupport):
             server.run(sockets=[listener])
 
         return Server(self.name, host, listener.getsockname()[1], run, SetShouldExit(server))
+
+    def serving_here(self) -> bool:
+        return _serving() is not None
+
+    def asgi_opened(self, guard: OpenGuard) -> None:
+        """Let SIGTERM stop gracefully, save, and only then end the process."""
+        server = _serving()
+        if server is None or threading.current_thread() is not threading.main_thread():
+            return
+        session = guard.session
+
+        def graceful(signum: int, frame: FrameType | None) -> None:
+            server.should_exit = True
+
+            def terminate() -> None:
+                session.finish()
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+            atexit.register(terminate)
+
+        signal.signal(signal.SIGTERM, graceful)
+        # A SIGTERM that came while this process booted (a worker's supervisor stopping:
+        # Ctrl-C or SIGTERM to it) was caught by uvicorn, which raises it again once it has
+        # stopped, with the default handler back: the worker died past atexit, its data
+        # lost. Ours now.
+        captured = getattr(server, "_captured_signals", None)
+        if isinstance(captured, list) and signal.SIGTERM in captured:
+            captured[:] = [signum for signum in captured if signum != signal.SIGTERM]
+            graceful(signal.SIGTERM, None)  # (twice, seen)
+
+    def asgi_stopper(self, master: int | None, loop: Any) -> Stopper | None:
+        server = _serving()
+        if master is None and server is not None:
+            return AcceptNoMore(SetShouldExit(server), loop)
+        return None  # uvicorn --workers: SIGTERM to the master, which drains them
