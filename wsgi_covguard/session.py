@@ -459,8 +459,10 @@ def free_bytes(folder: str) -> int:
         return 0
 
 
-#: The signals that end a server and run :meth:`CoverageSession.finish` on their way.
-_ENDING_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+#: The signals that end a server and run :meth:`CoverageSession.finish` on their way; and
+#: SIGQUIT, gunicorn's quick stop of its workers (Ctrl-C, or SIGINT after SIGTERM, to the
+#: master): one landing in a worker's last save left an empty data file (seen under load).
+_ENDING_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 
 
 @contextlib.contextmanager
