@@ -401,3 +401,16 @@ def children(pid: int) -> list[int]:
     """The pids of a process's children (gunicorn's workers), from /proc."""
     text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     return [int(child) for child in text.split()]
+
+
+def wait_workers_measuring(server: RunningServer, count: int, timeout: float = 20) -> list[int]:
+    """Wait until the master ``server`` has ``count`` workers, each measuring with its door
+    open (its control socket): a worker still forking or booting when a signal comes has
+    not begun (seen on a busy machine). Returns their pids."""
+    deadline = time.monotonic() + timeout
+    while True:
+        workers = children(server.pid)
+        if len(workers) >= count and all((RUN_DIR / f"{pid}.sock").exists() for pid in workers):
+            return workers
+        assert time.monotonic() < deadline, server.output()
+        time.sleep(0.05)

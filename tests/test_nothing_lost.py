@@ -19,7 +19,6 @@ import pytest
 import requests
 from live import (
     BIN,
-    RUN_DIR,
     TOKEN,
     CovguardServe,
     RunningServer,
@@ -29,6 +28,7 @@ from live import (
     measured_lines,
     read_data,
     server_argv,
+    wait_workers_measuring,
 )
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -116,6 +116,8 @@ def test_a_second_signal_during_the_save_waits_for_it(
     live = servers(argv(port, entry), cwd=plainapp, port=port).wait_listening()
     for _ in range(4):  # every gunicorn worker, most likely
         assert live.get("/hello").status_code == 200
+    if server == "gunicorn":  # the signals come while both save, not while one boots
+        wait_workers_measuring(live, 2)
     live.signal(first)
     time.sleep(0.003)
     live.signal(second)
@@ -172,15 +174,7 @@ def test_gunicorn_still_reloads_on_sighup_and_keeps_the_replaced_workers_data(
     live = servers(gunicorn(port), cwd=plainapp, port=port).wait_listening()
     for _ in range(4):
         assert live.get("/hello").text == "hello"
-    # Both workers measuring, their doors open (a control socket each): a worker still being
-    # forked or booting when SIGHUP comes has nothing to save (seen on a busy machine).
-    deadline = time.monotonic() + 20
-    while len(children(live.pid)) < 2 or not all(
-        (RUN_DIR / f"{pid}.sock").exists() for pid in children(live.pid)
-    ):
-        assert time.monotonic() < deadline, live.output()
-        time.sleep(0.05)
-    replaced = set(children(live.pid))
+    replaced = set(wait_workers_measuring(live, 2))
     live.signal(signal.SIGHUP)  # gunicorn's own: new workers, the old ones stopped gracefully
     deadline = time.monotonic() + 20
     while replaced & set(children(live.pid)) or len(children(live.pid)) < 2:
