@@ -273,16 +273,16 @@ def _knock(address: Any) -> None:
         socket.create_connection(tuple(address)[:2], timeout=1).close()
 
 
-def find_asgi_stopper(master: int | None) -> Stopper:
+def find_asgi_stopper(master_pid: int | None) -> Stopper:
     """How to stop the ASGI server of this process, where its own module knows no better
     (:meth:`~.servers.base.ServerSupport.asgi_stopper`).
 
-    A worker: SIGTERM to its ``master``, which stops every worker gracefully. One
+    A worker: SIGTERM to its master ``master_pid``, which stops every worker gracefully. One
     process whose event loop handles SIGTERM (``loop.add_signal_handler``): SIGTERM to
     itself, its own graceful stop, once the guard drained. Else SIGINT to the main thread.
     """
-    if master is not None:
-        return TerminateMaster(master)
+    if master_pid is not None:
+        return TerminateMaster(master_pid)
     if _loop_handles(signal.SIGTERM):  # its stop cuts requests on keep-alive connections:
         return TerminateMaster(os.getpid(), drains=False)  # the guard drains first
     return InterruptMain()
