@@ -588,3 +588,28 @@ def test_the_saved_line_counts_as_coverage_does(branch: bool, tmp_path: Path) ->
     files = sum(1 for found in lines.values() if found)
     assert _measured(str(path)) == f"{count} lines of {files} files to data"
     assert (count, files) == (5, 2)
+
+
+@pytest.mark.parametrize("stopping", [True, False], ids=["master-stopping", "alone"])
+def test_sigterm_in_a_hypercorn_worker_waits_for_its_masters_stop_and_ends_it_otherwise(
+    stopping: bool,
+) -> None:
+    """hypercorn's master sets its workers' event, then terminates the workers still up
+    once one has stopped: such a worker goes on with its graceful stop (its lifespan
+    shutdown ran in one worker of two, under load, when the handler decided on what its
+    watching thread had seen so far). A SIGTERM alone ends the worker."""
+    import subprocess
+
+    probe = textwrap.dedent(f"""
+        import functools, multiprocessing, os, signal, time
+        from wsgi_covguard.servers.hypercorn import _worker_sigterm
+        event = multiprocessing.Event()
+        if {stopping}:
+            event.set()
+        signal.signal(signal.SIGTERM, functools.partial(_worker_sigterm, event))
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(3)
+        print("went on")
+    """)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=30)
+    assert (done.returncode, done.stdout.strip()) == ((0, "went on") if stopping else (143, ""))

@@ -80,4 +80,31 @@ class GranianSupport(ServerSupport):
 
 
 def _end_booting_worker(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(0)  # nothing served yet; the data is saved at exit
+    """End a worker that has not served yet; the data is saved at exit.
+
+    Python runs the handler between two bytecodes of the main thread, wherever it is:
+    in a weakref or ``__del__`` callback (importlib makes some while the app is
+    imported) the SystemExit is printed as "ignored" and the worker boots on, unseen
+    by a master that then waits for it. :func:`_ask_again` sends the signal again.
+    """
+    global _kept_hook
+    if sys.unraisablehook is not _ask_again:
+        _kept_hook, sys.unraisablehook = sys.unraisablehook, _ask_again
+    raise SystemExit(0)
+
+
+#: The unraisable hook :func:`_ask_again` replaced, for every other exception.
+_kept_hook: Callable[[Any], object] = sys.__unraisablehook__
+
+
+def _ask_again(unraisable: Any) -> None:
+    """A SystemExit lost in a callback: SIGTERM again, from another thread, soon.
+
+    Not from here: the handler would run at once, in this hook, and be lost again.
+    """
+    if isinstance(unraisable.exc_value, SystemExit):
+        again = threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGTERM))
+        again.daemon = True
+        again.start()
+        return
+    _kept_hook(unraisable)

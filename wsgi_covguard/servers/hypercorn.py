@@ -8,6 +8,7 @@ was asked, and keeps its data when the master then terminates it.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -56,20 +57,38 @@ def watch_stop(event: Any, then: Callable[[], object]) -> None:
     then()
 
 
-def _worker_sigterm(signum: int, frame: FrameType | None) -> None:
+#: Set by :func:`_stop_or_exit` when a SIGTERM came with no stop under way.
+_EXITING = threading.Event()
+
+
+def _worker_sigterm(event: Any, signum: int, frame: FrameType | None) -> None:
     """SIGTERM in a hypercorn worker: wait for the graceful stop if one is under way.
 
-    hypercorn's master sets the workers' shutdown event, and as soon as the first
+    hypercorn's master sets the workers' shutdown ``event``, and as soon as the first
     worker has stopped it terminates the others, cutting their graceful stop (and
     their requests in flight) and ending them past ``atexit``: their data would be
     lost. While the event is set the worker is stopping already: it goes on, and
     saves at its exit (the master waits for it). Otherwise it exits now, and saves.
-    (What :func:`watch_stop` saw: a signal handler must not take the event's lock,
-    which the interrupted thread may hold.)
+
+    A signal handler must not take the event's lock, which the interrupted thread may
+    hold; and what :func:`watch_stop` saw may be 20 ms late (more with busy CPUs: a
+    worker ended that way skipped its lifespan shutdown). Not known here, the event is
+    asked from another thread, :func:`_stop_or_exit`.
     """
     if _STOPPING.is_set():
         return
-    raise SystemExit(128 + signum)
+    if _EXITING.is_set():
+        raise SystemExit(128 + signum)
+    start_thread(_stop_or_exit, event, signum, name="covguard-sigterm")
+
+
+def _stop_or_exit(event: Any, signum: int) -> None:
+    """The event set: the stop is under way, the worker goes on. Otherwise the signal
+    comes again and :func:`_worker_sigterm` ends the worker."""
+    if event.is_set():
+        return
+    _EXITING.set()
+    os.kill(os.getpid(), signum)
 
 
 class HypercornSupport(ServerSupport):
@@ -109,7 +128,7 @@ class HypercornSupport(ServerSupport):
         if event is None:
             return
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, _worker_sigterm)
+            signal.signal(signal.SIGTERM, functools.partial(_worker_sigterm, event))
 
         # The workers stop when their master sets the event, however it was asked to
         # stop; an open websocket would hold the worker (for ever on 3.12+):
