@@ -26,8 +26,11 @@ from live import (
     measured_lines,
 )
 
+from wsgi_covguard.servers import WSGI_SERVERS, family
+
 PY = sys.executable
-SERVERS = ["waitress", "werkzeug", "cheroot", "wsgiref"]
+#: The one-process WSGI servers ``covguard serve`` launches, from its registry.
+SERVERS = [name for name in WSGI_SERVERS if not family(name).takes_workers]
 
 
 @pytest.fixture

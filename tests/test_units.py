@@ -28,11 +28,11 @@ from wsgi_covguard.errors import ConfigError, ExitCode, SaveError
 from wsgi_covguard.messages import Answer, ControlRequest, json_answer
 from wsgi_covguard.middleware import _control_request
 from wsgi_covguard.routes import FORWARDING, NOTHING_ALLOWED, Route, Routes
-from wsgi_covguard.servers import SERVERS, Options, check_available, family
+from wsgi_covguard.servers import SERVERS, Options, check_available, family, wsgi_stopper
 from wsgi_covguard.session import _choose_core
 from wsgi_covguard.settings import Settings, server_url
 from wsgi_covguard.spawn import READY_LINE, serve_argv
-from wsgi_covguard.stopping import InterruptMain, find_stopper
+from wsgi_covguard.stopping import InterruptMain
 
 SECRET = "unit-token-0123456789"
 BEARER = {"Authorization": f"Bearer {SECRET}"}
@@ -355,12 +355,12 @@ def test_each_registered_server_is_known_by_its_name_and_installed_by_its_extra(
 def test_a_prefork_request_in_a_process_with_no_master_signals_no_parent() -> None:
     # This process (pytest's) is no server's worker: its parent is sent nothing, whatever
     # the environ claims. (A real worker stops its master: tests/test_gunicorn.py, ...)
-    assert isinstance(find_stopper({"gunicorn.socket": object()}), InterruptMain)
-    assert isinstance(find_stopper({"SERVER_SOFTWARE": "Granian"}), InterruptMain)
+    assert isinstance(wsgi_stopper({"gunicorn.socket": object()}), InterruptMain)
+    assert isinstance(wsgi_stopper({"SERVER_SOFTWARE": "Granian"}), InterruptMain)
 
 
 def test_with_no_server_on_the_stack_the_main_thread_is_interrupted() -> None:
-    assert isinstance(find_stopper({}), InterruptMain)
+    assert isinstance(wsgi_stopper({}), InterruptMain)
 
 
 def test_the_core_follows_what_the_configuration_needs() -> None:

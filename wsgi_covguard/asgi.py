@@ -18,11 +18,10 @@ executor of their own, never queued behind the app's threads (``asyncio.to_threa
 uses the loop's default one); a request's body comes first, on the event loop, within
 ``BODY_TIMEOUT``: a slow client holds no thread.
 
-The stop: uvicorn's own graceful path, the flag its signal handler sets
-(:class:`~.servers.uvicorn.SetShouldExit`), without a signal for uvicorn to raise again
-afterwards: connections finish, the app's lifespan shutdown runs, the process exits
-0 and saves at exit. SIGTERM from a supervisor takes the same path, then the
-process dies of it, as the sender expects, once the data is saved.
+The stop: the server's own graceful path, as its module in :mod:`.servers` knows it
+(:meth:`~.servers.base.ServerSupport.asgi_stopper`), else the generic one
+(:func:`~.stopping.find_asgi_stopper`): connections finish, the app's lifespan
+shutdown runs, the process exits 0 and saves at exit.
 """
 
 from __future__ import annotations
@@ -76,12 +75,13 @@ class CovGuardASGI(Door):
     _loop: asyncio.AbstractEventLoop | None = None
 
     def _opened(self, guard: Guard) -> None:
-        server = serving_here()  # its signals and stop event (uvicorn, hypercorn's workers)
+        server = serving_here()  # its signals and stop events, if it has its own
         if server is not None:
             server.asgi_opened(guard)
 
     def _refuse_new(self) -> None:
-        """A sibling's stop began (hypercorn's workers): no new connection here either.
+        """A sibling's stop began (:class:`~.stopping.AcceptNoMore`): no new connection here
+        either.
         A worker still booting is waited for (within ``drain_timeout``) until it serves,
         so that it takes no connection afterwards."""
         deadline = time.monotonic() + self.drain_timeout
@@ -112,14 +112,14 @@ class CovGuardASGI(Door):
 
     @staticmethod
     def _stopper_of(request: ControlRequest) -> Stopper:
-        master = checked_master()  # uvicorn --workers, hypercorn, granian: it stops all
+        master = checked_master()  # a worker's: its stop ends every worker
         loop = request.server_handle
         server = serving_here()
         stopper = server.asgi_stopper(master, loop) if server is not None else None
         if stopper is not None:
             return stopper
         stopper = find_asgi_stopper(master)
-        if stopper.drains:  # uvicorn's own stop (--workers): it lets nothing in half answered
+        if stopper.drains:  # a master's graceful stop lets nothing in half answered
             return stopper
         return AcceptNoMore(stopper, loop)
 
@@ -128,15 +128,15 @@ class CovGuardASGI(Door):
         if guard is None or scope["type"] not in ("http", "websocket"):
             if scope["type"] == "lifespan" and guard is not None:
                 self._loop = _asyncio_loop()
-                listen()  # in front of the handlers the server put in place since (uvicorn)
+                listen()  # in front of the handlers the server put in place since the import
                 if self._loop is None:
-                    say(_NO_ASYNCIO, logging.WARNING)
+                    say(_no_asyncio(), logging.WARNING)
             await self.app(scope, receive, send)
             return
         if scope["type"] == "http" and guard.routes.may_claim(_under_mount(scope)):
             loop = _asyncio_loop()
             if loop is None:
-                await _send_answer(json_answer({"error": _NO_ASYNCIO}, 501), send)
+                await _send_answer(json_answer({"error": _no_asyncio()}, 501), send)
                 return
             body = _Body()
             request = _control_request(scope, body, loop)
@@ -169,11 +169,15 @@ class CovGuardASGI(Door):
             guard.leave(scope, began)
 
 
-#: Said once at start-up, and answered (501) to control requests, under another event loop.
-_NO_ASYNCIO = (
-    "the control routes need asyncio's event loop, and this server runs another (trio);"
-    " serve with asyncio (hypercorn: -k asyncio, its default); the app itself is served"
-)
+def _no_asyncio() -> str:
+    """Said once at start-up, and answered (501) to control requests, under another event
+    loop; with how this server is told to run asyncio's, if it says."""
+    server = serving_here()
+    how = f" ({server.name}: {server.asyncio_choice})" if server and server.asyncio_choice else ""
+    return (
+        "the control routes need asyncio's event loop, and this server runs another (trio);"
+        f" serve with asyncio{how}; the app itself is served"
+    )
 
 
 def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
@@ -188,11 +192,11 @@ def _closing(send: Send) -> Send:
     """``send``, its response asking the client to close the connection after it.
 
     Once the stop began, a keep-alive connection would carry the client's next request
-    into the server's own stop, which some servers cut: hypercorn's reaper closes a
-    connection it thinks idle as its request arrives, daphne's reactor cancels what
-    runs. Closed, the client's next request opens a new connection, served until the
-    server closes its socket, or refused by the OS: never half answered. (As servers
-    do themselves while they stop; HTTP/1 only, where the header exists.)
+    into the server's own stop, which some servers cut (a reaper closes a connection it
+    thinks idle as its request arrives, a reactor cancels what runs). Closed, the
+    client's next request opens a new connection, served until the server closes its
+    socket, or refused by the OS: never half answered. (As servers do themselves while
+    they stop; HTTP/1 only, where the header exists.)
     """
 
     async def closing(message: Message) -> None:
@@ -211,13 +215,13 @@ async def _serve_http(
     """The app's HTTP request, in flight until its call returns; its response cut if it
     is still being sent when the drain runs out.
 
-    A response under way (a stream, server-sent events) has no end the server waits
-    for: uvicorn and granian wait for every task at their graceful stop. At the
-    deadline its task is cancelled and the door returns, the response unfinished: the
-    server closes the connection (uvicorn says "ASGI callable returned without
-    completing response"), and the client sees the body end short. A response not yet
-    begun is left alone: cancelled, it would become the server's 500; it ends with the
-    process instead (:meth:`~.guard.Guard._end_at_the_latest`).
+    A response under way (a stream, server-sent events) has no end the server waits for:
+    servers wait for every task at their graceful stop. At the deadline its task is
+    cancelled and the door returns, the response unfinished: the server closes the
+    connection (its log: the application returned without completing the response), and
+    the client sees the body end short. A response not yet begun is left alone:
+    cancelled, it would become the server's 500; it ends with the process instead
+    (:meth:`~.guard.Guard._end_at_the_latest`).
     """
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
@@ -258,7 +262,7 @@ async def _serve_websocket(
     hears that its client left: its task would hold the server's graceful stop for
     ever. So when the drain runs out, the app's call is cancelled (its ``finally``
     blocks run) and the socket, if still open, closed with 1012 ("service restart",
-    what uvicorn sends its clients when it stops).
+    what servers send their clients when they stop).
     """
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
@@ -287,7 +291,7 @@ async def _serve_websocket(
         await app(scope, receive, watched)
     except asyncio.CancelledError:
         # Ours (the drain ran out), or the server's own at the end of its graceful stop
-        # (hypercorn's --graceful-timeout): either way the client hears why it ends.
+        # (its graceful timeout): either way the client hears why it ends.
         if state["accepted"] and not state["closed"]:
             await _close(send)
         if not ended:
@@ -300,7 +304,7 @@ async def _serve_websocket(
 
 def _under_mount(scope: Scope) -> str:
     """The request's path under the app's mount point (``root_path``): servers and
-    frameworks put the mount point in front of ``path`` too (uvicorn ``--root-path``,
+    frameworks put the mount point in front of ``path`` too (a server's ``--root-path``,
     Starlette's ``Mount``), where WSGI's ``PATH_INFO`` leaves ``SCRIPT_NAME`` out."""
     path: str = scope.get("path", "")
     root = scope.get("root_path")
@@ -318,7 +322,7 @@ def _call_in(loop: asyncio.AbstractEventLoop, action: Callable[[], object]) -> b
 
 async def _close(send: Send) -> None:
     """Close a websocket the app left open: 1012 ("service restart"), or 1000 where the
-    server lets an app send no other standard code (daphne's autobahn)."""
+    server lets an app send no other standard code (autobahn's websockets)."""
     for code in (1012, 1000):
         with contextlib.suppress(Exception):  # refused, or the client is gone already
             await send({"type": "websocket.close", "code": code})

@@ -148,12 +148,13 @@ def _add_token_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_serve_options(parser: argparse.ArgumentParser) -> None:
-    from .servers import SERVERS
+    from .servers import DEFAULT_ASGI, DEFAULT_WSGI, SERVERS, SERVERS_WITH_WORKERS
 
     parser.add_argument("app", metavar="APP", help="module:attribute, module:factory() or module")
     parser.add_argument(
         "--server",
-        help=f"{' | '.join(SERVERS)} (default: waitress for a WSGI app, uvicorn for an ASGI one)",
+        help=f"{' | '.join(SERVERS)} (default: {DEFAULT_WSGI} for a WSGI app,"
+        f" {DEFAULT_ASGI} for an ASGI one)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
     parser.add_argument(
@@ -163,7 +164,9 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         "--threads", type=int, help="threads per process (default: the server's own)"
     )
     parser.add_argument(
-        "--workers", type=int, help="worker processes, gunicorn and granian (default: 1)"
+        "--workers",
+        type=int,
+        help=f"worker processes, {' and '.join(SERVERS_WITH_WORKERS)} (default: 1)",
     )
     parser.add_argument(
         "--app-dir", default=".", help="folder to import APP from (default: the current one)"
@@ -188,6 +191,8 @@ def _serve(args: argparse.Namespace) -> int:
     from . import CovGuard, CovGuardASGI, start
     from .servers import (
         ASGI_SERVERS,
+        DEFAULT_ASGI,
+        DEFAULT_WSGI,
         WSGI_SERVERS,
         Options,
         check_available,
@@ -208,7 +213,7 @@ def _serve(args: argparse.Namespace) -> int:
         sys.path.insert(0, os.path.abspath(args.app_dir))
         app = load_app(args.app)
         asgi = is_asgi(app)
-        name = args.server or ("uvicorn" if asgi else "waitress")
+        name = args.server or (DEFAULT_ASGI if asgi else DEFAULT_WSGI)
         kind, able = ("an ASGI", ASGI_SERVERS) if asgi else ("a WSGI", WSGI_SERVERS)
         if name not in able:
             raise ConfigError(
@@ -227,7 +232,7 @@ def _serve(args: argparse.Namespace) -> int:
         session.discard()  # a failed start has nothing worth saving
         raise
 
-    def _graceful(signum: int, frame: FrameType | None) -> None:  # gunicorn has its own
+    def _graceful(signum: int, frame: FrameType | None) -> None:  # unless the server has one
         guard.begin_shutdown(server.stop)
 
     signal.signal(signal.SIGTERM, _graceful)
@@ -243,7 +248,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _serve_from_workers(args: argparse.Namespace, options: Any) -> int:
-    """Serve with a server whose worker processes import the app (granian).
+    """Serve with a server whose worker processes import the app (``loads_in_workers``).
 
     This process only supervises: each worker starts coverage, imports APP and
     wraps it (:func:`guarded_app`); the shutdown route stops this process's
@@ -390,7 +395,7 @@ def load_app(spec: str) -> Any:
 
 def is_asgi(app: Any) -> bool:
     """True for an ASGI application: an ``async`` callable (a coroutine function, or an
-    object whose ``__call__`` is one), as uvicorn tells them from WSGI ones."""
+    object whose ``__call__`` is one), as ASGI servers tell them from WSGI ones."""
     call = app if inspect.isfunction(app) or inspect.ismethod(app) else type(app).__call__
     return inspect.iscoroutinefunction(call) and not inspect.isclass(app)
 

@@ -2,9 +2,9 @@
 
 ``coverage run``, ``covguard serve``, ``covguard run`` and the pytest plugin start
 coverage before the entry point is imported: its module-level lines are measured
-like any module's. A server started by hand (``waitress-serve wsgi:application``,
-``gunicorn``, ``uvicorn asgi:app``) imports it first, and :func:`~wsgi_covguard.start`
-runs inside that import: coverage.py's tracers only follow frames that begin after
+like any module's. A server started by its own command line (``SERVER
+wsgi:application``) imports it first, and :func:`~wsgi_covguard.start` runs inside
+that import: coverage.py's tracers only follow frames that begin after
 they start, so the module body still running (the entry point's, and that of any
 module still importing it) would have no line measured at all.
 

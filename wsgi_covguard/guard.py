@@ -15,8 +15,8 @@ ends what is still running where it can: a streamed WSGI body at its next chunk,
 ASGI response under way, a websocket. What it cannot end (a handler still inside the
 app, a server waiting on a client of its own) is ended with the process, half a
 second later, once its data is saved (:meth:`Guard._end_at_the_latest`): the
-server's own, longer waits (gunicorn's ``graceful_timeout``, then its SIGKILL;
-waitress's 5 s for its threads; uvicorn's wait for every task) are never reached.
+server's own, longer waits (a master's graceful timeout, then its SIGKILL; a wait for
+the server's threads, or for every task) are never reached.
 A request is named as cut when it is, once. Ctrl-C while a process drains ends its drain
 at once (:mod:`.interrupts`): the deadline is then, and the stop goes on as above.
 """
@@ -43,10 +43,10 @@ from .log import say
 from .messages import Answer, ControlRequest
 from .prefork import remember_master
 from .routes import Route, Routes
-from .servers import serving_here
+from .servers import prefork_here, serving_here
 from .session import CoverageSession, get_session, start
 from .settings import CONTROL_PREFIX, SHUTDOWN_PATH, Settings
-from .stopping import Stopper, before_drain, handler_threads
+from .stopping import Stopper, handler_threads
 from .threads import start_thread
 from .workers import ProcessGroup
 
@@ -152,12 +152,12 @@ class Guard:
 
         server = serving_here()
         if server is not None:
-            server.opening()  # before siblings can see this process listen (granian's workers)
+            server.opening()  # before siblings can see this process listen
         group = ProcessGroup(session)
         if refuse_new is not None:  # set before siblings can ask for it
             group.on_quiesce = functools.partial(guard.quiet_down, refuse_new=refuse_new)
         group.on_deadline = guard.told_deadline
-        remember_master()
+        remember_master(prefork_here())
         group.listen_if_prefork()
         guard.group = group
         on_interrupt(guard.hurry)
@@ -301,14 +301,14 @@ class Guard:
 
     def _drain_save_stop(self, stopper: Stopper) -> None:
         if stopper.drains and self.group is not None:
-            # The server drains every process itself (gunicorn, uvicorn's workers): each
+            # The server drains every process itself (a master's graceful stop): each
             # is told the deadline, here and in the siblings, and saves at its exit.
             command = {"op": "deadline", "at": self._deadline}
             tell = functools.partial(self.group.broadcast, command, here=False)
             start_thread(tell, name="covguard-deadline-tell").join(2.0)
             start_thread(self.drain, name="covguard-drain")
         if not stopper.drains:  # else the server drains, and each process saves at exit
-            settle = before_drain(stopper)
+            settle = stopper.before_drain()
             siblings = None
             if settle and self.group is not None:  # they stop with the master: quiet them too
                 command = {"op": "quiesce", "settle": settle}
@@ -321,9 +321,9 @@ class Guard:
             if siblings is not None:
                 siblings.join(timeout=max(0.0, (self._deadline or 0) - time.monotonic()))
         if self.group is not None:
-            # A sibling still booting may not hear its master's stop: granian's forked
-            # workers keep the master's SIGTERM handler until they serve, and its master
-            # then waits for ever. Wait for them to have booted (their door open), bounded.
+            # A sibling still booting may not hear its master's stop (a forked worker may
+            # keep its master's SIGTERM handler until it serves: ServerSupport.opening),
+            # and its master then waits for ever. Wait for their doors to open, bounded.
             self.group.siblings(boot_timeout=30.0)
         self._handed_over = True
         stopper()
@@ -363,7 +363,7 @@ class Guard:
         flight for so many seconds. Past the deadline, :attr:`ending` tells the doors
         to end their requests, and those that can be ended here are.
         """
-        # With no stop asked (an exit, hypercorn's master stopping): one drain_timeout.
+        # With no stop asked (an exit, a master stopping its workers): one drain_timeout.
         until = time.monotonic() + self.drain_timeout
         with self._lock:
             self._drains += 1

@@ -2,22 +2,22 @@
 
 A user who presses Ctrl-C while a shutdown drains (a stream still open, a slow
 handler) wants it over now, not at ``drain_timeout``. The terminal sends SIGINT to
-every process of the server; a pre-fork master passes its quick stop on to its
-workers as SIGQUIT (gunicorn). Left to the servers, that interrupt raised inside a
-request (gunicorn's ``sys.exit`` in its handler: a 500 and a traceback), signalled the
-stop twice (waitress: a ``KeyboardInterrupt`` in its shutdown) or changed nothing
-(uvicorn and waitress waited out the drain). So while a process drains, the
+every process of the server; a pre-fork master may pass its quick stop on to its
+workers as SIGQUIT. Left to the servers, that interrupt raised inside a request (a
+``sys.exit`` in the server's handler: a 500 and a traceback), signalled the stop twice
+(a ``KeyboardInterrupt`` in the server's shutdown) or changed nothing (the server
+waited out the drain). So while a process drains, the
 interrupt is ours: the drain ends now, the stop goes on by its own clean path (the
 requests still running are ended as at the deadline, the data saved), and the
 server's own handler is not called. At any other time the server's handler runs, as
 if we were not there.
 
-Our handler stands in front of the server's: the WSGI door puts it there when it
-opens (the WSGI servers' handlers are in place when the app is imported), the ASGI
-door at the lifespan startup, once the server's are (uvicorn sets its own after the
+Our handler stands in front of the server's: the WSGI door puts it there when it opens
+(the WSGI servers' handlers are in place when the app is imported), the ASGI door at the
+lifespan startup, once the server's are (an ASGI server may set its own after the
 import). Never in front of Python's default before an event loop starts: ``asyncio.run``
 puts its own SIGINT handler in place only where it finds Python's default (so does
-Twisted), and uvicorn raises a SIGINT it caught again into that handler once it has
+Twisted), and a server may raise a SIGINT it caught again into that handler once it has
 stopped: ours there, it became a ``KeyboardInterrupt`` inside the loop, a traceback. A
 signal an asyncio loop reads from its wake-up descriptor still reaches the loop's
 callback: there the drain ends now as well, and the server's callback (a graceful stop
@@ -48,12 +48,12 @@ def on_interrupt(hurry: Callable[[], bool]) -> None:
 
 def listen() -> None:
     """Put our handler in front of this process's SIGINT handler, and of its SIGQUIT
-    handler where the server handles SIGQUIT itself (gunicorn's quick stop). Only the
+    handler where the server handles SIGQUIT itself (a master's quick stop). Only the
     main thread can; a handler already ours is left as it is."""
     if threading.current_thread() is not threading.main_thread():
         return
     if "twisted.internet.reactor" in sys.modules:
-        # Twisted (daphne) puts its own SIGINT handler in place only where it finds
+        # Twisted puts its own SIGINT handler in place only where it finds
         # Python's default, and its reactor stops at once: leave it to Twisted.
         return
     for signum in (signal.SIGINT, signal.SIGQUIT):

@@ -35,7 +35,8 @@ from werkzeug.wrappers import Request, Response
 from .guard import Door, Guard
 from .interrupts import listen
 from .messages import Answer, ControlRequest
-from .stopping import Stopper, find_stopper
+from .servers import clients_gone, cuts_streams, wsgi_stopper
+from .stopping import Stopper
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -63,7 +64,7 @@ class CovGuard(Door):
     @staticmethod
     def _stopper_of(request: ControlRequest) -> Stopper:
         # Found in the request's thread, while the server is on its stack.
-        return find_stopper(request.server_handle)
+        return wsgi_stopper(request.server_handle)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         guard = self._guard
@@ -76,7 +77,7 @@ class CovGuard(Door):
                 return _response(answer)(environ, start_response)
         session = guard.session
         if session.traces_threads and sys.gettrace() is None:
-            session.trace_this_thread()  # a thread the tracer never reached (granian)
+            session.trace_this_thread()  # a thread the tracer never reached (a runtime's)
         began = guard.enter(environ)
         try:
             result = self.app(environ, start_response)
@@ -92,33 +93,28 @@ class RequestCut(ConnectionResetError):
     """Raised into the server from a streamed body still being sent at the stop's deadline.
 
     Every server takes a connection reset for what it is, a client gone: it stops
-    sending and closes the connection, quietly (werkzeug, gunicorn, cheroot, wsgiref,
-    granian; waitress through the subclass :func:`_cut` makes). Its client sees the
-    body end short (a chunked body without its last chunk, fewer bytes than
-    ``Content-Length``): never a complete-looking answer, nor a 500.
+    sending and closes the connection, quietly (one whose own exception for it is the
+    quiet one gets a subclass of both, :func:`_cut`). Its client sees the body end
+    short (a chunked body without its last chunk, fewer bytes than ``Content-Length``):
+    never a complete-looking answer, nor a 500.
     """
 
 
 @functools.cache
 def _cut() -> type[RequestCut]:
-    """:class:`RequestCut`, and waitress's own ``ClientDisconnected`` too under waitress,
-    which logs a traceback for any other exception (its log: "Client disconnected")."""
-    disconnected = getattr(sys.modules.get("waitress.channel"), "ClientDisconnected", None)
-    if disconnected is None:
+    """:class:`RequestCut`, and the servers' own exceptions for a client gone, where they
+    log a traceback for any other (:meth:`~.servers.base.ServerSupport.client_gone`)."""
+    gone = clients_gone()
+    if not gone:
         return RequestCut
-    return type("RequestCut", (RequestCut, disconnected), {"__module__": __name__})
+    return type("RequestCut", (RequestCut, *gone), {"__module__": __name__})
 
 
 def _until_cut(chunks: Iterator[bytes], guard: Guard, environ: WSGIEnvironment) -> Iterator[bytes]:
-    """``chunks``, until the stop's deadline passed (:attr:`Guard.ending`) while sending.
-
-    Not under granian, which iterates the body from Rust and logs any exception with a
-    traceback, and ends a body that stops early as if it were whole: the stream goes on
-    there until the process ends, half a second later (:meth:`Guard._end_at_the_latest`),
-    which cuts it for the client.
-    """
+    """``chunks``, until the stop's deadline passed (:attr:`Guard.ending`) while sending,
+    where the server may be raised into (:func:`~.servers.cuts_streams`)."""
     for chunk in chunks:
-        if guard.ending and environ.get("SERVER_SOFTWARE") != "Granian":
+        if guard.ending and cuts_streams(environ):
             guard.note_cut(environ)
             raise _cut()(errno.ECONNRESET, "cut at the stop's deadline (drain_timeout)")
         yield chunk
@@ -168,7 +164,7 @@ class _Tracked:
 
 
 class _SizedTracked(_Tracked):
-    """A tracked list-like body: servers (waitress) use ``len()`` to set Content-Length.
+    """A tracked list-like body: servers use ``len()`` to set Content-Length.
     It is in memory already, so it is handed on as it is: its sending is the server's."""
 
     __slots__ = ()
@@ -195,7 +191,7 @@ def _control_request(environ: WSGIEnvironment) -> ControlRequest:
         query_string=environ.get("QUERY_STRING", "").encode("latin-1"),
         headers=EnvironHeaders(environ),
         remote_addr=environ.get("REMOTE_ADDR"),
-        # The target as sent: every WSGI server but wsgiref says it, in one of these.
+        # The target as sent: every WSGI server but the standard library's says it, here.
         raw_target=environ.get("RAW_URI") or environ.get("REQUEST_URI"),
         read_body=read_body,
         server_handle=environ,

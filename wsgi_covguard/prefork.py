@@ -1,13 +1,11 @@
-"""Pre-fork servers: which they are, and how a process or a request knows it is in one.
+"""Pre-fork servers: who this process's master is, and who the master's workers are.
 
-gunicorn, granian, uvicorn (``--workers``, ``--reload``) and hypercorn (its command
-line: one worker or more) serve from worker processes under a master. Each worker
-holds part of the data (see :mod:`.workers`), the stop goes to the master (see
-:mod:`.stopping`), and ``covguard serve`` starts them differently (see
-:mod:`.servers`). What marks a worker lives here (and hypercorn's stop event, in
-:mod:`.servers.hypercorn`).
+Some servers serve from worker processes under a master; the server's module says
+when this process is one of them (:meth:`~.servers.base.ServerSupport.prefork_here`)
+and which master the server recorded (``master_at_open``). Each worker holds part of
+the data (see :mod:`.workers`), and the stop goes to the master (see :mod:`.stopping`).
 
-Who the master is is checked, never assumed: a process that merely imported uvicorn
+Who the master is is checked, never assumed: a process that merely imported a server
 in a ``multiprocessing`` child of a test harness is no worker, and its parent (the
 harness) is no master; a worker whose master died was adopted by another process
 (pid 1, a subreaper), which is no master either. Either way the stop signals no one
@@ -17,83 +15,47 @@ else: the process stops by its own path.
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 __all__ = [
+    "PreforkServer",
     "children",
-    "in_prefork_process",
     "lost_master",
     "master",
     "remember_master",
-    "serves_prefork",
 ]
 
 
-def in_prefork_process() -> bool:
-    """True in a process of a pre-fork server: gunicorn's master or workers (``--preload``
-    imports the app in the master), or a granian, uvicorn or hypercorn worker: a
-    multiprocessing child of the server's supervisor, running the server's own worker
-    function (not a harness's function that runs the server in a child of its own)."""
-    if "gunicorn" in sys.modules:
-        return True
-    mp = sys.modules.get("multiprocessing")
-    if mp is None or mp.parent_process() is None:
-        return False
-    # uvicorn._subprocess.subprocess_started, hypercorn.asyncio.run.asyncio_worker,
-    # granian.server.mp.MPServer._spawn_wsgi_worker, ...
-    module = getattr(getattr(mp.current_process(), "_target", None), "__module__", None) or ""
-    return module.partition(".")[0] in _SUPERVISED
+class PreforkServer(Protocol):
+    """What :func:`remember_master` asks of a server
+    (:class:`~.servers.base.ServerSupport`)."""
 
+    def master_at_open(self) -> int | None:
+        """The master's pid as the server recorded it; None in a master that forks."""
 
-#: Servers whose supervisor starts its workers with multiprocessing.
-_SUPERVISED = ("granian", "uvicorn", "hypercorn")
 
 #: The pid of this process's master, as the server recorded it (None: no master).
 _master: int | None = None
 _hooked: list[bool] = []  # whether each forked child notes its parent (once)
 
 
-def remember_master() -> None:
-    """Note this process's master when the door opens, as the server itself recorded it
-    (never today's parent, which may have adopted an orphan): the pid multiprocessing
-    gave a supervised worker, the arbiter's that gunicorn gave its worker; under
-    gunicorn ``--preload``, where the door opens in the arbiter, each forked child's
-    parent at the fork."""
+def remember_master(server: PreforkServer | None) -> None:
+    """Note this process's master when the door opens, as ``server`` (the pre-fork server
+    of this process, if any) recorded it; in a master that imports the app before it
+    forks, each forked child's parent at the fork."""
     global _master
-    if "gunicorn" in sys.modules:
-        worker = _gunicorn_worker()
-        if worker is not None:
-            _master = int(worker.ppid)
-        elif not _hooked:  # the arbiter (--preload): its children are the workers
-            _hooked.append(True)
-            os.register_at_fork(after_in_child=_forked)
+    if server is None:
         return
-    if in_prefork_process():
-        import multiprocessing
-
-        parent = multiprocessing.parent_process()
-        _master = parent.pid if parent is not None else None
+    _master = server.master_at_open()
+    if _master is None and not _hooked:
+        _hooked.append(True)
+        os.register_at_fork(after_in_child=_forked)
 
 
 def _forked() -> None:
     global _master
     _master = os.getppid()
-
-
-def _gunicorn_worker() -> Any | None:
-    """The gunicorn worker loading the app on this thread, if any (its ``ppid`` is the
-    arbiter's pid, which gunicorn itself checks in the worker's loop)."""
-    base = sys.modules.get("gunicorn.workers.base")
-    frame = sys._getframe(1)
-    while base is not None and frame is not None:
-        owner = frame.f_locals.get("self")
-        if isinstance(owner, base.Worker):
-            return owner
-        frame = frame.f_back  # type: ignore[assignment]
-    return None
 
 
 def master() -> int | None:
@@ -107,11 +69,6 @@ def master() -> int | None:
 def lost_master() -> int | None:
     """The pid of this worker's master if it died (another process adopted this one)."""
     return _master if _master is not None and os.getppid() != _master else None
-
-
-def serves_prefork(environ: Mapping[str, Any]) -> bool:
-    """True if a pre-fork server's worker is serving the request of ``environ``."""
-    return "gunicorn.socket" in environ or environ.get("SERVER_SOFTWARE") == "Granian"
 
 
 def children(pid: int) -> list[int]:

@@ -45,23 +45,30 @@ import pytest
 from .auth import dashboard_password
 from .client import ControlClient
 from .errors import ConfigError, CovGuardError
+from .servers import DEFAULT_ASGI, DEFAULT_WSGI, SERVERS
 from .settings import CONTROL_PREFIX, SHUTDOWN_PATH, TOKEN_ENV, URL_ENV, server_url
 from .spawn import serve_argv, spawn
 
 __all__ = ["ControlledServer", "LiveServer", "covguard_server", "covguard_url"]
 
 
+_SERVER_HELP = (
+    f"{' | '.join(SERVERS)} (default: {DEFAULT_WSGI} for a WSGI app, {DEFAULT_ASGI} for an"
+    " ASGI one)"
+)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("covguard", "live-server coverage (wsgi_covguard)")
     group.addoption("--covguard-app", metavar="APP", help="module:attribute of the app to serve")
-    group.addoption("--covguard-server", metavar="NAME", help="waitress (default), werkzeug, ...")
+    group.addoption("--covguard-server", metavar="NAME", help=_SERVER_HELP)
     group.addoption(
         "--covguard-contexts",
         action="store_true",
         help="label the server's lines with the node id of the test that ran them",
     )
     parser.addini("covguard_app", "module:attribute of the app to serve")
-    parser.addini("covguard_server", "the server for covguard serve (default: waitress)")
+    parser.addini("covguard_server", f"the server for covguard serve: {_SERVER_HELP}")
     parser.addini(
         "covguard_chromium",
         "launch pytest-playwright's browsers from this Chromium (a path, or a name on PATH;"

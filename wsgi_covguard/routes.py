@@ -10,8 +10,8 @@ the same for every route and written once, here:
 2. the wrong method: 405 with ``Allow``, before anything else is looked at;
 3. a client outside loopback: 403, unless remote clients are allowed; so is a request
    that came through a proxy (it carries a forwarding header): the server may have taken
-   its client address from that header (uvicorn and daphne ``--proxy-headers``,
-   werkzeug's ``ProxyFix``, hypercorn's ``ProxyFixMiddleware``), which any client writes;
+   its client address from that header (a server's ``--proxy-headers``, werkzeug's
+   ``ProxyFix``, any proxy-fix middleware), which any client writes;
 4. no valid token: 401 (a page, so a browser asks) or 403;
 5. the handler; its errors become one-line JSON answers: werkzeug's HTTP errors
    keep their status, data that cannot be read or written is 507, coverage.py's
@@ -141,7 +141,7 @@ class Routes:
         return self._routes[endpoint], dict(values)
 
     def _checked(self, route: Route, values: dict[str, Any], request: ControlRequest) -> Answer:
-        if request.method != route.method:  # exactly: not HEAD, not "post" (but hypercorn's)
+        if request.method != route.method:  # exactly: not HEAD, not "post" (unless upper-cased)
             answer = json_answer({"error": f"method not allowed; use {route.method}"}, 405)
             answer.headers["Allow"] = route.method
             return answer
@@ -193,11 +193,11 @@ def _first_segment(rule: str) -> str:
 def _spelled_exactly(request: ControlRequest) -> bool:
     """True unless the raw request target spells the control path another way.
 
-    Servers decode the path: ``/%5F%5Fshutdown%5F%5F`` arrives as ``/__shutdown__``.
-    A control route answers only its exact spelling, so the raw target (which every
-    WSGI server but wsgiref gives) must be the mount point and path to the letter, or the
-    path alone where a proxy took the mount point off before the server put it back
-    (uvicorn ``--root-path``: the client's target is ``/__shutdown__``).
+    Servers decode the path: ``/%5F%5Fshutdown%5F%5F`` arrives as ``/__shutdown__``. A
+    control route answers only its exact spelling, so the raw target (which every WSGI
+    server but the standard library's gives) must be the mount point and path to the
+    letter, or the path alone where a proxy took the mount point off before the server
+    put it back (a server's ``--root-path``: the client's target is ``/__shutdown__``).
     """
     raw = request.raw_target
     if raw is None:

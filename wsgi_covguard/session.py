@@ -47,6 +47,7 @@ from . import covcompat, entrypoint
 from .auth import Token
 from .errors import ConfigError, ExitCode, SaveError
 from .log import say
+from .servers import refusal_here
 from .settings import Settings
 from .threads import start_thread
 
@@ -173,8 +174,8 @@ class CoverageSession:
 
         ctrace and pytrace reach the main thread and threads that ``threading``
         starts after :meth:`coverage.Coverage.start`. A server that runs the
-        application on threads of its own making (granian's Rust runtime, uWSGI,
-        threads started before coverage) would have none of their lines measured.
+        application on threads of its own making (a Rust runtime, an embedding C
+        program, threads started before coverage) would have none of their lines measured.
         The middleware calls this when ``sys.gettrace()`` is None in a request's
         thread; coverage's own per-thread installer (what ``threading.settrace``
         hands new threads) then starts a tracer there. It is a private part of
@@ -302,7 +303,7 @@ class CoverageSession:
         with self._lock:
             if self._start_up is None:
                 data = covcompat.copy_measured(self.coverage, self.context)
-                # Plain sets, not in-memory SQLite: they survive a fork (gunicorn --preload).
+                # Plain sets, not in-memory SQLite: they survive a fork (a preloading master).
                 read = data.arcs if data.has_arcs() else data.lines
                 measured = {name: read(name) or [] for name in data.measured_files()}
                 self._start_up = (data.has_arcs(), measured)
@@ -460,8 +461,8 @@ def free_bytes(folder: str) -> int:
 
 
 #: The signals that end a server and run :meth:`CoverageSession.finish` on their way; and
-#: SIGQUIT, gunicorn's quick stop of its workers (Ctrl-C, or SIGINT after SIGTERM, to the
-#: master): one landing in a worker's last save left an empty data file (seen under load).
+#: SIGQUIT, a pre-fork master's quick stop of its workers (Ctrl-C, or SIGINT after SIGTERM,
+#: to the master): one landing in a worker's last save left an empty data file.
 _ENDING_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 
 
@@ -547,7 +548,9 @@ def start(
         checked = settings.token
         if checked is None:
             return None
-        _refuse_unsupported_servers()
+        refused = refusal_here()  # better no data than silently partial data
+        if refused is not None:
+            raise ConfigError(refused)
         every = settings.autosave
         cov = coverage.Coverage.current()
         owned = cov is None
@@ -571,16 +574,6 @@ def start(
         if every is not None:
             _session.autosave(every)
         return _session
-
-
-def _refuse_unsupported_servers() -> None:
-    """Refuse at start-up what would half-work: better no data than silently partial data."""
-    if "uwsgi" in sys.modules:  # the module uWSGI embeds in its own processes
-        raise ConfigError(
-            "uWSGI is not supported: when it stops, workers with requests in flight are killed"
-            " without running atexit, so their coverage would be lost; measure under gunicorn,"
-            " waitress or `covguard serve` instead"
-        )
 
 
 def _new_coverage(
@@ -655,7 +648,7 @@ def _finish_at_exit(session: CoverageSession) -> None:
 
     After the handlers registered later than ours (the app's) have run, finalizing
     the interpreter collects garbage over the whole heap: a Django worker spends
-    0.2 s in it, and gunicorn's 16 workers on two CPUs made one shutdown take
+    0.2 s in it, and 16 pre-fork workers on two CPUs made one shutdown take
     3.2 s instead of 1.0 s. ``gc.freeze`` takes what exists now out of that
     collection; Python never promised to finalize objects still alive at exit,
     and the handlers registered before ours (logging's flush) still run.
@@ -683,7 +676,7 @@ def _exit_unsaved(session: CoverageSession) -> None:
 def _save_on_every_way_out(session: CoverageSession) -> None:
     """Save on every way out: normal exit, SIGTERM, and SIGINT even if ignored."""
     atexit.register(_finish_at_exit, session)
-    # A multiprocessing child (granian's and uvicorn's workers) leaves through
+    # A multiprocessing child (a supervised server's worker) leaves through
     # os._exit(), past atexit; multiprocessing runs its own finalizers first.
     mp = sys.modules.get("multiprocessing")
     if mp is not None and mp.parent_process() is not None:
@@ -699,9 +692,9 @@ def _save_on_every_way_out(session: CoverageSession) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     # Where SIGTERM or SIGHUP (a closed terminal, a supervisor's reload) would end the
-    # process without running atexit (waitress, werkzeug), save first, then die of the
-    # signal as the sender expects. A server with its own handler (gunicorn's master
-    # reloads on SIGHUP) exits through atexit instead, or goes on.
+    # process without running atexit (a server with no handler of its own), save first,
+    # then die of the signal as the sender expects. A server with its own handler (a
+    # master that reloads on SIGHUP) exits through atexit instead, or goes on.
     def _save_then_die(signum: int, frame: FrameType | None) -> None:
         session.finish()
         signal.signal(signum, signal.SIG_DFL)

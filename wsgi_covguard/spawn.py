@@ -48,7 +48,7 @@ def serve_argv(
     """The command line of ``covguard serve`` with these options, in this interpreter."""
     argv = [sys.executable, "-m", "wsgi_covguard", "serve", app,
             "--host", host, "--port", str(port), "--app-dir", app_dir]  # fmt: skip
-    if server:  # else serve's own choice: waitress for WSGI, uvicorn for ASGI
+    if server:  # else serve's own choice, by the app's kind
         argv += ["--server", server]
     if threads:
         argv += ["--threads", str(threads)]

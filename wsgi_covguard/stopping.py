@@ -1,43 +1,32 @@
-"""How to make *this* server stop through its own clean path.
+"""How to make *this* server stop through its own clean path: the mechanisms.
 
-No WSGI server offers a portable "stop" (werkzeug 2.1 removed
-``environ["werkzeug.server.shutdown"]``; waitress never had one), but each has a
-clean way out, measured on every server we support:
+No server offers a portable "stop", but each has a clean way out, measured on each
+server we support. A server's module (:mod:`.servers`) chooses among these
+(:meth:`~.servers.base.ServerSupport.wsgi_stopper`, ``asgi_stopper``), or leaves the
+choice to :func:`find_wsgi_stopper` and :func:`find_asgi_stopper`:
 
-============================  ===========================================
-server (``SERVER_SOFTWARE``)   clean stop
-============================  ===========================================
-waitress                       SIGINT to the main thread: the serve loop
-                               catches ``KeyboardInterrupt``, exits 0
-Werkzeug, wsgiref, other       ``BaseServer.shutdown()`` from another
-socketserver servers           thread; then SIGINT to the main thread if
-                               the loop ran in another one (``flask run
-                               --reload``: the main thread watches files)
-gunicorn                       SIGTERM to the master (the parent, checked:
-                               :func:`~.prefork.master`): every worker
-                               finishes its requests, exits through
-                               ``atexit`` and saves its own data
-Granian                        SIGTERM to the master (the same):
-                               it terminates each worker, which finishes
-                               its requests and saves as multiprocessing
-                               ends it (a worker stopped behind the
-                               master's back is an "unexpected exit")
-Cheroot                        ``HTTPServer.stop()`` from another thread
-uvicorn (ASGI)                 its ``should_exit`` flag, as its own signal
-                               handler sets it, but with no signal to raise
-                               again afterwards: connections finish, the
-                               lifespan shutdown runs, the process exits 0
-hypercorn (ASGI)               no new connection accepted
-                               (:class:`AcceptNoMore`), the guard drains,
-                               then SIGTERM: to itself in one process (its
-                               event loop handles it: the graceful stop),
-                               else to the master, which sets the shutdown
-                               event its workers watch
-                               (:func:`.servers.hypercorn.watch_stop`)
-Daphne (ASGI)                  no new connection accepted, the guard
-                               drains, then SIGINT to the main thread:
-                               Twisted's handler stops the reactor
-============================  ===========================================
+=========================  ====================================================
+stopper                    what it does
+=========================  ====================================================
+:class:`InterruptMain`     SIGINT to the main thread: the serve loop catches
+                           ``KeyboardInterrupt`` (or the reactor's handler stops
+                           it), exits 0
+:class:`EndServeLoop`      ``BaseServer.shutdown()`` from another thread, for
+                           any socketserver server (found on the request's
+                           stack); then SIGINT to the main thread if the loop
+                           ran in another one (a reloader's main thread watches
+                           files)
+:class:`TerminateMaster`   SIGTERM to the pre-fork master (the parent, checked:
+                           :func:`~.prefork.master`), whose graceful stop ends
+                           every worker through ``atexit``; or to this process,
+                           whose event loop handles it
+:class:`CallStop`          the server object's own stop method, from another
+                           thread
+:class:`AcceptNoMore`      no new connection accepted, the guard drains, then
+                           another of these
+=========================  ====================================================
+
+The table of which server stops how is in ``docs/ARCHITECTURE.md``.
 
 Never a ``KeyboardInterrupt`` in a socketserver's accept loop: landing while
 ``process_request`` starts a handler thread (``Thread.start()`` waits), it makes
@@ -45,8 +34,8 @@ socketserver shut down the connection that thread is answering, and the client
 gets the headers without the body. ``shutdown()`` ends the loop between two
 requests instead.
 
-:func:`find_stopper` runs in the request thread (where the server object can be
-found on the call stack); the :class:`Stopper` it returns runs later, from the
+The WSGI stopper is chosen in the request thread (where the server object can be
+found on the call stack); the :class:`Stopper` chosen runs later, from the
 shutdown thread, never from a thread the server itself must finish.
 """
 
@@ -60,13 +49,12 @@ import socket
 import socketserver
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, TypeVar
 
 from .log import say
-from .prefork import lost_master, master, serves_prefork
+from .prefork import lost_master, master
 
-if TYPE_CHECKING:
-    from _typeshed.wsgi import WSGIEnvironment
+_S = TypeVar("_S")
 
 __all__ = [
     "AcceptNoMore",
@@ -75,48 +63,44 @@ __all__ = [
     "InterruptMain",
     "Stopper",
     "TerminateMaster",
-    "before_drain",
     "checked_master",
     "find_asgi_stopper",
-    "find_stopper",
+    "find_wsgi_stopper",
     "handler_threads",
+    "server_on_stack",
     "stop_accepting",
 ]
 
 
-class Stopper(Protocol):
+class Stopper:
     """Stops the server; called once, off the server's own threads.
 
     ``drains`` is True when the server itself lets requests in flight finish
-    and every process exit through ``atexit`` (gunicorn's graceful stop): the
+    and every process exit through ``atexit`` (a pre-fork master's graceful stop): the
     middleware then neither drains nor saves first, so each worker saves once,
     at its own exit.
     """
 
     name: str
-    drains: bool
+    drains: bool = False
 
-    def __call__(self) -> None: ...
+    def __call__(self) -> None:
+        raise NotImplementedError
 
-
-def before_drain(stopper: Stopper) -> float:
-    """What ``stopper`` needs before the guard drains: ``stopper.refuse_new()``, for one
-    that has it (:class:`AcceptNoMore`). Returns how long no request must have been in
-    flight before the stop (0: the drain is enough)."""
-    refuse = getattr(stopper, "refuse_new", None)
-    if refuse is None:
+    def before_drain(self) -> float:
+        """What the stop needs done before the guard drains (nothing, here). Returns how
+        long no request must have been in flight before the stop (0: the drain is
+        enough)."""
         return 0.0
-    refuse()
-    return float(getattr(stopper, "settle", 0.0))
 
 
-class AcceptNoMore:
+class AcceptNoMore(Stopper):
     """No new connection accepted on ``loop``; then ``stopper``, once the guard drained.
 
-    For ASGI servers whose own stop cuts what arrives as it begins: hypercorn marks its
-    connections terminated *before* it closes its listening sockets, so a connection it
-    accepts meanwhile is closed just as its request reaches the app; daphne's reactor
-    cancels whatever runs when it stops. The stop the other way round, as a graceful
+    For ASGI servers whose own stop cuts what arrives as it begins: one that marks its
+    connections terminated *before* it closes its listening sockets closes a connection
+    it accepts meanwhile just as its request reaches the app; a reactor cancels whatever
+    runs when it stops. The stop the other way round, as a graceful
     server does it: the listening sockets are taken off the event loop first
     (``loop.remove_reader``), the guard drains (its answers meanwhile ask clients to
     close their keep-alive connections), and only then the server's own stop. A client's
@@ -126,7 +110,7 @@ class AcceptNoMore:
     has been in flight for ``settle`` seconds (within ``drain_timeout``).
     """
 
-    drains = False
+    #: How long no request must have been in flight, after the drain, before the stop.
     settle = 0.1
 
     def __init__(self, stopper: Stopper, loop: asyncio.AbstractEventLoop) -> None:
@@ -134,9 +118,10 @@ class AcceptNoMore:
         self._loop = loop
         self.name = stopper.name
 
-    def refuse_new(self) -> None:
+    def before_drain(self) -> float:
         """Take this process's listening sockets off the event loop (from another thread)."""
         stop_accepting(self._loop)
+        return self.settle
 
     def __call__(self) -> None:
         self._stopper()
@@ -177,11 +162,10 @@ def _listening_fds() -> list[int]:
     return found
 
 
-class InterruptMain:
+class InterruptMain(Stopper):
     """SIGINT to the main thread, which raises ``KeyboardInterrupt`` there."""
 
     name = "SIGINT to the main thread"
-    drains = False
 
     def __call__(self) -> None:
         main = threading.main_thread().ident
@@ -189,7 +173,7 @@ class InterruptMain:
         signal.pthread_kill(main, signal.SIGINT)
 
 
-class TerminateMaster:
+class TerminateMaster(Stopper):
     """SIGTERM to the pre-fork master ``pid``: a graceful stop of every worker.
 
     From a worker the master is its parent (:func:`~.prefork.master`), checked again
@@ -202,7 +186,7 @@ class TerminateMaster:
 
     def __init__(self, pid: int, *, drains: bool = True) -> None:
         self._pid = pid
-        #: False where the master would cut what is in flight here (granian's websockets):
+        #: False where the master would cut what is in flight here (open websockets):
         #: the guard drains this process first.
         self.drains = drains
 
@@ -223,10 +207,8 @@ def checked_master() -> int | None:
     return pid
 
 
-class CallStop:
+class CallStop(Stopper):
     """Call the server object's own stop method (``shutdown`` or ``stop``)."""
-
-    drains = False
 
     def __init__(self, server: Any, method: str) -> None:
         self._server = server
@@ -237,19 +219,18 @@ class CallStop:
         getattr(self._server, self._method)()
 
 
-class EndServeLoop:
+class EndServeLoop(Stopper):
     """``BaseServer.shutdown()``, at once; then SIGINT to the main thread if it was not the one
     serving.
 
     ``shutdown()`` waits for the loop to end, so it runs off the server's threads
     (the shutdown thread). Where the loop runs in a thread of its own while the
-    main thread does something else (werkzeug's reloader watching files), the
+    main thread does something else (a reloader watching files), the
     process would go on without serving: SIGINT ends that main thread too, well
     away from any accept loop.
     """
 
     name = "BaseServer.shutdown()"
-    drains = False
 
     def __init__(self, server: socketserver.BaseServer, *, in_main_thread: bool) -> None:
         self._server = server
@@ -298,28 +279,25 @@ def _loop_handles(signum: int) -> bool:
     )
 
 
-def find_stopper(environ: WSGIEnvironment) -> Stopper:
-    """Choose how to stop the server that is serving ``environ``.
+def find_wsgi_stopper() -> Stopper:
+    """How to stop the WSGI server of this request, where its own module knows no better
+    (:meth:`~.servers.base.ServerSupport.wsgi_stopper`).
 
-    Call it from the request's thread: socketserver and cheroot servers are
-    found on that thread's call stack.
+    Call it from the request's thread: a socketserver server is found on that thread's
+    call stack, and ends its serve loop (:class:`EndServeLoop`). Else SIGINT to the
+    main thread.
     """
-    pid = checked_master() if serves_prefork(environ) else None
-    if pid is not None:
-        return TerminateMaster(pid)
-    server = _server_on_stack()
-    if isinstance(server, socketserver.BaseServer):
+    server = server_on_stack(socketserver.BaseServer)
+    if server is not None:
         return EndServeLoop(server, in_main_thread=_serving_in_main_thread(server))
-    if server is not None:  # cheroot
-        return CallStop(server, "stop")
     return InterruptMain()
 
 
 def handler_threads() -> list[threading.Thread]:
-    """The live threads a threading socketserver (werkzeug, ``ThreadingWSGIServer``) made,
+    """The live threads a threading socketserver (``ThreadingMixIn``) made,
     one per connection, that have not finished with it yet.
 
-    werkzeug makes them daemons and does not join them: at exit the interpreter
+    Servers make them daemons and do not join them: at exit the interpreter
     stops them wherever they are, between a response's headers and its body if
     need be. A connection accepted before the serve loop ended can reach the
     application only after the middleware drained, so the last wait at exit is
@@ -343,12 +321,9 @@ def _serving_in_main_thread(server: socketserver.BaseServer) -> bool:
     return True
 
 
-def _server_on_stack() -> Any | None:
-    """The socketserver or cheroot server whose handler called us, if any."""
-    cheroot = sys.modules.get("cheroot.server")
-    kinds: tuple[type, ...] = (socketserver.BaseServer,)
-    if cheroot is not None:
-        kinds += (cheroot.HTTPServer,)
+def server_on_stack(kind: type[_S]) -> _S | None:
+    """The server of type ``kind`` whose handler called us, on this thread's stack, if any:
+    a frame's ``self``, or that object's ``server``."""
     frame = sys._getframe(1)
     while frame is not None:
         owner = frame.f_locals.get("self")
@@ -357,7 +332,7 @@ def _server_on_stack() -> Any | None:
         except Exception:  # a proxy object whose attribute lookup fails
             attached = None
         for candidate in (owner, attached):
-            if isinstance(candidate, kinds):
+            if isinstance(candidate, kind):
                 return candidate
         frame = frame.f_back  # type: ignore[assignment]
     return None

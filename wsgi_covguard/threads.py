@@ -2,7 +2,7 @@
 
 A signal sent to a process goes to any one of its threads that does not block it.
 CPython runs the handler in the main thread, but only wakes it if the signal was
-delivered there: a main thread blocked on a lock (granian's workers wait on a
+delivered there: a main thread blocked on a lock (a worker that waits on a
 ``threading.Event`` until SIGTERM) sleeps on when the kernel picks another thread,
 and the server never stops. So every thread wsgi_covguard starts blocks the signals
 servers stop or reload on, before it runs anything.

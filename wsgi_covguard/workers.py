@@ -1,7 +1,7 @@
 """One command, every process: save, reset and context under a pre-fork server.
 
-A control request reaches one worker of gunicorn or granian, but every worker
-(and, with gunicorn's ``--preload``, the master) holds part of the data. So each
+A control request reaches one worker of a pre-fork server, but every worker
+(and a master that imports the app before it forks) holds part of the data. So each
 measuring process of a pre-fork server listens on a Unix socket of its own,
 ``<run dir>/<pid>.sock``, in a folder only this user can enter (mode 0700). The
 worker that receives the request applies the command to itself and sends it,
@@ -35,8 +35,9 @@ from typing import Any
 import coverage
 
 from .errors import SaveError
-from .prefork import children, in_prefork_process, master
+from .prefork import children, master
 from .safefiles import private_folder
+from .servers import prefork_here
 from .session import CoverageSession
 from .threads import start_thread
 
@@ -220,7 +221,7 @@ class ProcessGroup:
 
     def listen_if_prefork(self) -> None:
         """Listen for siblings' commands under a pre-fork server, here and in forked children."""
-        if not in_prefork_process():
+        if prefork_here() is None:
             return
         self._listen()
         if not self._forked_hook:

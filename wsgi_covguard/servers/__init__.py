@@ -20,21 +20,32 @@ import errno
 import functools
 import importlib
 import importlib.util
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ConfigError
+from ..stopping import Stopper, find_wsgi_stopper
 from .base import Options, Server, ServerSupport
 
 __all__ = [
     "ASGI_SERVERS",
+    "DEFAULT_ASGI",
+    "DEFAULT_WSGI",
+    "REFUSED",
     "SERVERS",
+    "SERVERS_WITH_WORKERS",
     "WSGI_SERVERS",
     "Options",
     "Server",
     "check_available",
+    "clients_gone",
     "create_server",
+    "cuts_streams",
     "family",
+    "prefork_here",
+    "refusal_here",
     "serving_here",
+    "wsgi_stopper",
 ]
 
 #: name -> the class that knows that server, ``module:class`` (``--server`` lists them in
@@ -51,18 +62,59 @@ SERVERS: dict[str, str] = {
     "daphne": "daphne:DaphneSupport",
 }
 
+#: Servers that are recognised in order to be refused (:meth:`~.base.ServerSupport.refusal`):
+#: ``covguard serve`` does not launch them.
+REFUSED: dict[str, str] = {
+    "uwsgi": "uwsgi:UwsgiSupport",
+}
+
+#: ``covguard serve``'s choice when ``--server`` is not given, by the app's kind.
+DEFAULT_WSGI = "waitress"
+DEFAULT_ASGI = "uvicorn"
+
 
 @functools.cache
 def family(name: str) -> ServerSupport:
-    """What knows server ``name`` (one of :data:`SERVERS`), its module imported now."""
-    module, _, cls = SERVERS[name].partition(":")
+    """What knows server ``name`` (one of :data:`SERVERS` or :data:`REFUSED`), its module
+    imported now."""
+    module, _, cls = {**SERVERS, **REFUSED}[name].partition(":")
     support: type[ServerSupport] = getattr(importlib.import_module(f"{__name__}.{module}"), cls)
     return support()
 
 
+def _families() -> list[ServerSupport]:
+    return [family(name) for name in (*SERVERS, *REFUSED)]
+
+
 def serving_here() -> ServerSupport | None:
-    """The server this process serves under, if one of :data:`SERVERS` says so."""
-    return next((family(name) for name in SERVERS if family(name).serving_here()), None)
+    """The server this process serves under, if one of them says so."""
+    return next((server for server in _families() if server.serving_here()), None)
+
+
+def prefork_here() -> ServerSupport | None:
+    """The pre-fork server this process is a worker (or a preloading master) of, if any."""
+    return next((server for server in _families() if server.prefork_here()), None)
+
+
+def refusal_here() -> str | None:
+    """Why this process must not be measured, if a server it serves under says so."""
+    return next(filter(None, (server.refusal() for server in _families())), None)
+
+
+def wsgi_stopper(environ: Mapping[str, Any]) -> Stopper:
+    """How to stop the WSGI server serving ``environ``; call it from the request's thread."""
+    found = (server.wsgi_stopper(environ) for server in _families())
+    return next(filter(None, found), None) or find_wsgi_stopper()
+
+
+def cuts_streams(environ: Mapping[str, Any]) -> bool:
+    """False if the server serving ``environ`` must not be raised into from a stream."""
+    return all(server.cuts_streams(environ) for server in _families())
+
+
+def clients_gone() -> tuple[type[Exception], ...]:
+    """The servers' own exceptions for a client gone, of the servers imported here."""
+    return tuple(filter(None, (server.client_gone() for server in _families())))
 
 
 def _serving(kind: str) -> tuple[str, ...]:
@@ -73,6 +125,8 @@ def _serving(kind: str) -> tuple[str, ...]:
 #: granian serves both kinds.
 ASGI_SERVERS = _serving("asgi")
 WSGI_SERVERS = _serving("wsgi")
+#: Servers that ``--workers`` applies to.
+SERVERS_WITH_WORKERS = tuple(name for name in SERVERS if family(name).takes_workers)
 
 
 _DEFAULTS = Options()  #: each server's own threads and processes
@@ -80,17 +134,17 @@ _DEFAULTS = Options()  #: each server's own threads and processes
 
 def check_available(name: str, options: Options = _DEFAULTS) -> None:
     """Fail now, in one line, for an unknown server, one not installed, or a bad option."""
-    if name not in SERVERS:
+    if name not in SERVERS:  # a refused one too
         raise ConfigError(f"unknown server {name!r}; choose one of {', '.join(SERVERS)}")
     for option, value in (("--threads", options.threads), ("--workers", options.workers)):
         if value is not None and value < 1:
             raise ConfigError(f"{option} {value} must be 1 or more")
     server = family(name)
     if options.workers is not None and not server.takes_workers:
-        able = sorted(other for other in SERVERS if family(other).takes_workers)
+        able = sorted(SERVERS_WITH_WORKERS)
         raise ConfigError(
             f"--workers is for {' and '.join(able)}; {name} serves from one process"
-            " (drop --workers or use --server gunicorn)"
+            f" (drop --workers or use --server {SERVERS_WITH_WORKERS[0]})"
         )
     if importlib.util.find_spec(server.requires) is None:
         raise ConfigError(

@@ -9,13 +9,14 @@ server is used, as gunicorn loads its worker classes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol
 
 from ..stopping import Stopper
 
-__all__ = ["OpenGuard", "Options", "Server", "ServerSupport"]
+__all__ = ["OpenGuard", "Options", "Server", "ServerSupport", "SupervisedSupport"]
 
 
 class OpenGuard(Protocol):
@@ -80,6 +81,9 @@ class ServerSupport:
     #: that returns it, called in each worker (with fork, lines run in the master before
     #: the fork are not the worker's).
     loads_in_workers: ClassVar[bool] = False
+    #: How its command line is told to run asyncio's event loop, where it can run another
+    #: (the control routes need asyncio's).
+    asyncio_choice: ClassVar[str | None] = None
 
     def launch(self, app: Any, host: str, port: int, options: Options) -> Server:
         """Bind ``host:port`` (a busy port raises OSError) and return the server, unstarted."""
@@ -98,6 +102,44 @@ class ServerSupport:
     def asgi_opened(self, guard: OpenGuard) -> None:
         """The ASGI door measures (it has a token), in the thread that imported it."""
 
+    def refusal(self) -> str | None:
+        """Why this process must not be measured, if it serves under this server where
+        the data would be partial (one line, naming what to use instead); else None."""
+        return None
+
+    # -- a pre-fork server: a master and its worker processes -----------------------------
+
+    def prefork_here(self) -> bool:
+        """True in a process of this server's pre-fork family, however started: a worker,
+        or a master that imports the app before it forks (``--preload``)."""
+        return False
+
+    def master_at_open(self) -> int | None:
+        """In such a process, when the door opens: its master's pid as the server recorded
+        it (never today's parent, which may have adopted an orphan); None in a master,
+        whose forked children are the workers."""
+        return None
+
+    # -- a request being served ---------------------------------------------------------
+
+    def wsgi_stopper(self, environ: Mapping[str, Any]) -> Stopper | None:
+        """How to stop this server, from the request of ``environ``, in its thread (the
+        server object can be found on its stack); None: not this server's request, or
+        no better way than the generic one
+        (:func:`~wsgi_covguard.stopping.find_wsgi_stopper`)."""
+        return None
+
+    def client_gone(self) -> type[Exception] | None:
+        """The server's own exception for a client gone, which it takes quietly where it
+        logs a traceback for any other, if it has one and it is imported."""
+        return None
+
+    def cuts_streams(self, environ: Mapping[str, Any]) -> bool:
+        """False if this server serves ``environ`` and must not be raised into from a
+        streamed body at the stop's deadline (it would log a traceback, and end the body
+        as if it were whole): the process's end cuts the stream instead."""
+        return True
+
     def asgi_stopper(self, master: int | None, loop: Any) -> Stopper | None:
         """How the ASGI door stops this server; ``master``: this worker's master, checked
         (None: one process, or its master died); ``loop``: the event loop serving the
@@ -105,3 +147,24 @@ class ServerSupport:
         (:func:`~wsgi_covguard.stopping.find_asgi_stopper`, behind
         :class:`~wsgi_covguard.stopping.AcceptNoMore` unless the server drains itself)."""
         return None
+
+
+class SupervisedSupport(ServerSupport):
+    """A server whose supervisor starts its workers with multiprocessing (granian, and
+    uvicorn and hypercorn with ``--workers`` or ``--reload``)."""
+
+    def prefork_here(self) -> bool:
+        """A child running the server's own worker function (not a harness's function
+        that runs the server in a child of its own)."""
+        mp = sys.modules.get("multiprocessing")
+        if mp is None or mp.parent_process() is None:
+            return False
+        target = getattr(mp.current_process(), "_target", None)
+        return (getattr(target, "__module__", None) or "").partition(".")[0] == self.requires
+
+    def master_at_open(self) -> int | None:
+        """The parent multiprocessing recorded."""
+        import multiprocessing
+
+        parent = multiprocessing.parent_process()
+        return parent.pid if parent is not None else None

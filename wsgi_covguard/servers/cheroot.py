@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from ..stopping import CallStop
+from ..stopping import CallStop, Stopper, server_on_stack
 from .base import Options, Server, ServerSupport
 
 if TYPE_CHECKING:
@@ -26,3 +28,9 @@ class CherootSupport(ServerSupport):
         server.prepare()  # binds; start() is prepare() + serve()
         bound_port = int(server.bind_addr[1])
         return Server(self.name, host, bound_port, server.serve, CallStop(server, "stop"))
+
+    def wsgi_stopper(self, environ: Mapping[str, Any]) -> Stopper | None:
+        """Its ``HTTPServer``, found on the request thread's stack."""
+        module = sys.modules.get("cheroot.server")
+        server = None if module is None else server_on_stack(module.HTTPServer)
+        return None if server is None else CallStop(server, "stop")

@@ -7,15 +7,15 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any
 
-from ..stopping import Stopper, TerminateMaster
-from .base import Options, Server, ServerSupport
+from ..stopping import Stopper, TerminateMaster, checked_master
+from .base import Options, Server, SupervisedSupport
 
 
-class GranianSupport(ServerSupport):
+class GranianSupport(SupervisedSupport):
     """What wsgi_covguard knows of granian."""
 
     name = "granian"
@@ -72,6 +72,20 @@ class GranianSupport(ServerSupport):
             return
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _end_booting_worker)
+
+    def wsgi_stopper(self, environ: Mapping[str, Any]) -> Stopper | None:
+        """SIGTERM to the master, which terminates each worker: it finishes its requests
+        and saves as multiprocessing ends it (a worker stopped behind the master's back
+        is an "unexpected exit")."""
+        pid = checked_master() if environ.get("SERVER_SOFTWARE") == "Granian" else None
+        return None if pid is None else TerminateMaster(pid)
+
+    def cuts_streams(self, environ: Mapping[str, Any]) -> bool:
+        """granian iterates a WSGI body from Rust, logs any exception with a traceback,
+        and ends a body that stops early as if it were whole: the stream goes on until
+        the process ends, half a second later
+        (:meth:`~wsgi_covguard.guard.Guard._end_at_the_latest`), which cuts it."""
+        return environ.get("SERVER_SOFTWARE") != "Granian"
 
     def asgi_stopper(self, master: int | None, loop: Any) -> Stopper | None:
         # granian closes open websockets at once (1006) when its master stops it: the

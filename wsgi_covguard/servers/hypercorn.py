@@ -21,7 +21,7 @@ from typing import Any
 
 from ..stopping import AcceptNoMore, Stopper, TerminateMaster
 from ..threads import start_thread
-from .base import OpenGuard, Options, Server, ServerSupport
+from .base import OpenGuard, Options, Server, SupervisedSupport
 
 
 def stop_event() -> Any | None:
@@ -91,13 +91,14 @@ def _stop_or_exit(event: Any, signum: int) -> None:
     os.kill(os.getpid(), signum)
 
 
-class HypercornSupport(ServerSupport):
+class HypercornSupport(SupervisedSupport):
     """What wsgi_covguard knows of hypercorn."""
 
     name = "hypercorn"
     requires = "hypercorn"
     extra = "hypercorn"
     serves = "asgi"
+    asyncio_choice = "-k asyncio, its default"
 
     def launch(self, app: Any, host: str, port: int, options: Options) -> Server:
         import asyncio

@@ -17,10 +17,10 @@ from types import FrameType
 from typing import Any
 
 from ..stopping import AcceptNoMore, Stopper
-from .base import OpenGuard, Options, Server, ServerSupport
+from .base import OpenGuard, Options, Server, SupervisedSupport
 
 
-class SetShouldExit:
+class SetShouldExit(Stopper):
     """Set the server's ``should_exit`` flag, which its main loop checks every 0.1 s.
 
     uvicorn's signal handler does the same and also notes the signal, to raise it
@@ -28,7 +28,6 @@ class SetShouldExit:
     """
 
     name = "should_exit = True"
-    drains = False
 
     def __init__(self, server: Any) -> None:
         self._server = server
@@ -47,7 +46,7 @@ def _serving() -> Any | None:
     return None
 
 
-class UvicornSupport(ServerSupport):
+class UvicornSupport(SupervisedSupport):
     """What wsgi_covguard knows of uvicorn."""
 
     name = "uvicorn"

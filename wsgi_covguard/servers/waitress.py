@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 from ..stopping import InterruptMain
@@ -28,3 +29,8 @@ class WaitressSupport(ServerSupport):
         # another thread hangs.
         bound_port = int(server.effective_port)  # type: ignore[union-attr]
         return Server(self.name, host, bound_port, server.run, InterruptMain())
+
+    def client_gone(self) -> type[Exception] | None:
+        """``ClientDisconnected``: waitress logs a traceback for any other exception raised
+        from a body (its log for this one: "Client disconnected")."""
+        return getattr(sys.modules.get("waitress.channel"), "ClientDisconnected", None)
