@@ -26,7 +26,7 @@ from wsgi_covguard.auth import Token, dashboard_password, is_loopback
 from wsgi_covguard.cli import load_app
 from wsgi_covguard.errors import ConfigError, ExitCode, SaveError
 from wsgi_covguard.messages import Answer, ControlRequest, json_answer
-from wsgi_covguard.middleware import _control_request
+from wsgi_covguard.middleware import _control_request, _response
 from wsgi_covguard.routes import FORWARDING, NOTHING_ALLOWED, Route, Routes
 from wsgi_covguard.servers import SERVERS, Options, check_available, family, wsgi_stopper
 from wsgi_covguard.session import _choose_core
@@ -613,3 +613,20 @@ def test_sigterm_in_a_hypercorn_worker_waits_for_its_masters_stop_and_ends_it_ot
     """)
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=30)
     assert (done.returncode, done.stdout.strip()) == ((0, "went on") if stopping else (143, ""))
+
+
+def test_the_shutdown_goes_on_under_a_server_that_never_calls_close() -> None:
+    """PEP 3333 says a server calls the body's ``close()``; one that stops reading at
+    ``Content-Length`` and never calls it must not hold the stop for ever."""
+    import threading
+
+    ran = threading.Event()
+    answer = Answer.of(b'{"status": "stopping"}\n', "application/json", 202)
+    answer.after = ran.set
+    status: list[str] = []
+    body = _response(answer)(EnvironBuilder().get_environ(), lambda s, h: status.append(s))
+    chunks = iter(body)
+    assert next(chunks) == b'{"status": "stopping"}\n'  # Content-Length reached: no more
+    assert status == ["202 ACCEPTED"]
+    assert not ran.is_set(), "not before the body is handed over"
+    assert ran.wait(timeout=10), "the stop began without close()"

@@ -236,11 +236,14 @@ def _serve(args: argparse.Namespace) -> int:
         guard.begin_shutdown(server.stop)
 
     signal.signal(signal.SIGTERM, _graceful)
-    print(
+    ready = (
         f"covguard: serving {args.app} on {server.url} ({server.name}, core {session.core},"
-        f" pid {os.getpid()})",
-        flush=True,
+        f" pid {os.getpid()})"
     )
+    if family(name).binds_when_run:
+        _announce_when_listening(server, ready)
+    else:
+        print(ready, flush=True)
     # Ctrl-C, or our own stop, for servers whose loop does not catch it.
     with contextlib.suppress(KeyboardInterrupt):
         server.run()
@@ -260,6 +263,18 @@ def _serve_from_workers(args: argparse.Namespace, options: Any) -> int:
     load = functools.partial(guarded_app, args.app, app_dir, args.contexts, args.autosave)
     options = dataclasses.replace(options, asgi=_probe_is_asgi(args.app, app_dir))
     server = create_server(args.server, load, args.host, args.port, options)
+    _announce_when_listening(
+        server,
+        f"covguard: serving {args.app} on {server.url} ({server.name},"
+        f" {options.workers or 1} worker(s), pid {os.getpid()})",
+    )
+    server.run()
+    return ExitCode.OK
+
+
+def _announce_when_listening(server: Any, line: str) -> None:
+    """Print the ready ``line`` from a thread once ``server`` accepts connections: a server
+    that binds when it runs, or whose workers do, listens only after ``run()`` began."""
     # The workers are forked while the thread below knocks. A fork copies any lock
     # that thread holds, held for ever in the child: resolving the address imports
     # the idna codec (a module lock a worker's first `str.encode("idna")` then waits
@@ -267,22 +282,15 @@ def _serve_from_workers(args: argparse.Namespace, options: Any) -> int:
     resolved = socket.getaddrinfo(server.host, server.port, type=socket.SOCK_STREAM)
     family, _, _, _, address = resolved[0]
 
-    def announce_when_listening() -> None:
+    def announce() -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if not _accepts(family, address):
-                time.sleep(0.05)
-                continue
-            print(
-                f"covguard: serving {args.app} on {server.url} ({server.name},"
-                f" {options.workers or 1} worker(s), pid {os.getpid()})",
-                flush=True,
-            )
-            return
+            if _accepts(family, address):
+                print(line, flush=True)
+                return
+            time.sleep(0.05)
 
-    start_thread(announce_when_listening, name="covguard-announce")
-    server.run()
-    return ExitCode.OK
+    start_thread(announce, name="covguard-announce")
 
 
 def guarded_app(spec: str, app_dir: str, contexts: bool, autosave: float | None) -> Any:

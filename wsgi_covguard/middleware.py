@@ -26,6 +26,8 @@ from __future__ import annotations
 import errno
 import functools
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
@@ -37,6 +39,7 @@ from .interrupts import listen
 from .messages import Answer, ControlRequest
 from .servers import clients_gone, cuts_streams, wsgi_stopper
 from .stopping import Stopper
+from .threads import start_thread
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -216,18 +219,27 @@ class _BodyThen:
     ``action`` runs when the server comes back for the next chunk (the body is
     written by then) or, failing that, from ``close()``. werkzeug skips
     ``close()`` when the client resets the connection after reading, so close
-    alone is not enough.
+    alone is not enough; and a server may stop at ``Content-Length`` and never call
+    ``close()`` (against PEP 3333): the action runs half a second after the body was
+    handed over, at the latest.
     """
 
     def __init__(self, body: bytes, action: Callable[[], object]) -> None:
         self._body = body
         self._action: Callable[[], object] | None = action
+        self._lock = threading.Lock()
 
     def __iter__(self) -> Iterator[bytes]:
+        start_thread(self._close_later, name="covguard-after")
         yield self._body
         self.close()
 
+    def _close_later(self) -> None:
+        time.sleep(0.5)
+        self.close()
+
     def close(self) -> None:
-        action, self._action = self._action, None
+        with self._lock:
+            action, self._action = self._action, None
         if action is not None:
             action()

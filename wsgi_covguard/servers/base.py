@@ -81,6 +81,9 @@ class ServerSupport:
     #: that returns it, called in each worker (with fork, lines run in the master before
     #: the fork are not the worker's).
     loads_in_workers: ClassVar[bool] = False
+    #: It binds its socket itself once it runs (:meth:`launch` only finds the port free):
+    #: ``covguard serve`` says it is ready when the port accepts connections.
+    binds_when_run: ClassVar[bool] = False
     #: How its command line is told to run asyncio's event loop, where it can run another
     #: (the control routes need asyncio's).
     asyncio_choice: ClassVar[str | None] = None

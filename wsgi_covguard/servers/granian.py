@@ -22,6 +22,7 @@ class GranianSupport(SupervisedSupport):
     requires = "granian"
     extra = "granian"
     serves = "both"
+    binds_when_run = True
     takes_workers = True
     loads_in_workers = True
 
