@@ -25,6 +25,7 @@ import coverage
 import requests
 
 from wsgi_covguard import dashboard_password
+from wsgi_covguard.prefork import children as workers_of
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -409,7 +410,7 @@ def wait_workers_measuring(server: RunningServer, count: int, timeout: float = 2
     not begun (seen on a busy machine). Returns their pids."""
     deadline = time.monotonic() + timeout
     while True:
-        workers = children(server.pid)
+        workers = workers_of(server.pid)  # not multiprocessing's resource tracker
         if len(workers) >= count and all((RUN_DIR / f"{pid}.sock").exists() for pid in workers):
             return workers
         assert time.monotonic() < deadline, server.output()

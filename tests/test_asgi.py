@@ -30,6 +30,7 @@ from live import (
     free_port,
     measured_lines,
     wait_in_flight,
+    wait_workers_measuring,
 )
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -227,13 +228,21 @@ def test_hypercorn_workers_all_stop_accepting_and_drain_before_the_master_stops_
     port = free_port()
     argv = [*hypercorn("notes_entry:app", port), "--workers", "2"]
     server = servers(argv, cwd=notes, port=port).wait_listening()
+    wait_workers_measuring(server, 2)
     kept: dict[int, list[http.client.HTTPConnection]] = {}
-    for _ in range(100):  # the kernel gives each connection to one worker or the other
+    deadline = time.monotonic() + 20
+    while not (len(kept) == 2 and max(len(connections) for connections in kept.values()) >= 2):
+        # The kernel gives each connection to a worker that is accepting: a worker whose
+        # door opened may not be accepting yet (all 100 went to the other, seen once).
+        assert time.monotonic() < deadline, (list(kept), server.output())
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         connection.request("GET", "/__coverage__/status", headers=BEARER)
-        kept.setdefault(json.loads(connection.getresponse().read())["pid"], []).append(connection)
-        if len(kept) == 2 and max(len(connections) for connections in kept.values()) >= 2:
-            break
+        pid = json.loads(connection.getresponse().read())["pid"]
+        if len(kept.setdefault(pid, [])) < 2:
+            kept[pid].append(connection)
+        else:
+            connection.close()
+            time.sleep(0.02)
     try:
         sibling, stopping = sorted(kept, key=lambda pid: -len(kept[pid]))
         slow_one, later_one = kept[sibling][:2]

@@ -14,7 +14,6 @@ APP, port or server is a user's mistake, not a traceback.
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
 import dataclasses
 import functools
@@ -33,9 +32,11 @@ import tempfile
 import time
 import urllib.parse
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from . import ending
 from .auth import dashboard_password
 from .client import Answer, ControlClient
 from .errors import ConfigError, CovGuardError, ExitCode
@@ -235,7 +236,7 @@ def _serve(args: argparse.Namespace) -> int:
     def _graceful(signum: int, frame: FrameType | None) -> None:  # unless the server has one
         guard.begin_shutdown(server.stop)
 
-    signal.signal(signal.SIGTERM, _graceful)
+    ending.handle(signal.SIGTERM, _graceful)
     ready = (
         f"covguard: serving {args.app} on {server.url} ({server.name}, core {session.core},"
         f" pid {os.getpid()})"
@@ -355,14 +356,7 @@ def _generated_token() -> str:
     fd, path = tempfile.mkstemp(prefix="covguard-token-")
     with os.fdopen(fd, "w") as file:
         file.write(token + "\n")
-    owner = os.getpid()
-
-    def remove() -> None:  # in this process only: forked workers inherit atexit handlers
-        if os.getpid() == owner:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-
-    atexit.register(remove)
+    ending.remove_at_exit(functools.partial(Path(path).unlink, missing_ok=True))
     os.environ[TOKEN_ENV] = token
     say(f"{TOKEN_ENV} was not set; the token is in {path}")
     return token

@@ -22,8 +22,8 @@ Numbers come from coverage.py's reporting API on the data of every process
 
 from __future__ import annotations
 
-import atexit
 import base64
+import functools
 import hashlib
 import mimetypes
 import os
@@ -39,6 +39,7 @@ import coverage
 from werkzeug.exceptions import NotFound
 from werkzeug.security import safe_join
 
+from . import ending
 from .messages import Answer, ControlRequest, json_answer
 from .reporting import Reports
 from .routes import Route
@@ -253,13 +254,7 @@ def _page_policy(page: str) -> str:
 
 
 def _remove_at_exit(folder: str) -> None:
-    owner = os.getpid()
-
-    def remove() -> None:  # by this process only: forked workers inherit atexit handlers
-        if os.getpid() == owner:
-            shutil.rmtree(folder, ignore_errors=True)
-
-    atexit.register(remove)
+    ending.remove_at_exit(functools.partial(shutil.rmtree, folder, ignore_errors=True))
 
 
 def _snapshot_lines(path: str) -> dict[str, set[int]]:

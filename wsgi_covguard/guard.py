@@ -23,7 +23,6 @@ at once (:mod:`.interrupts`): the deadline is then, and the stop goes on as abov
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import functools
 import json
@@ -35,6 +34,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import ending
 from .control import LiveControls
 from .dashboard import Dashboard
 from .errors import ConfigError, ExitCode
@@ -93,8 +93,8 @@ class Guard:
         #: This process and, under a pre-fork server, its siblings (:meth:`open` sets it).
         self.group: ProcessGroup | None = None
         # Requests that arrived after the drain and before the server stopped:
-        # let them finish before the process ends (werkzeug's threads are daemons).
-        atexit.register(self.drain, at_exit=True)
+        # let them finish before the process ends (a server's threads may be daemons).
+        ending.on_exit_drain(functools.partial(self.drain, at_exit=True))
 
     @classmethod
     def open(

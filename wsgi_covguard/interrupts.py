@@ -34,6 +34,8 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from . import ending
+
 __all__ = ["listen", "on_interrupt"]
 
 #: Each door's guard: ``hurry()`` ends its drain now, True if one was under way.
@@ -62,7 +64,7 @@ def listen() -> None:
             continue
         if signum == signal.SIGQUIT and not callable(current):
             continue  # SIGQUIT's default (a core dump) is not an interrupt of ours
-        signal.signal(signum, _Interrupt(current))
+        ending.handle(signum, _Interrupt(current))
 
 
 class _Interrupt:
@@ -78,7 +80,7 @@ class _Interrupt:
         if previous is signal.SIG_IGN:
             return
         if previous is signal.SIG_DFL:  # what the default would have done
-            signal.signal(signum, signal.SIG_DFL)
+            ending.handle(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
         previous(signum, frame)

@@ -23,27 +23,22 @@ itself. We only add three things coverage's API leaves to its caller:
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import functools
-import gc
 import glob
 import logging
 import os
 import shutil
-import signal
 import sqlite3
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import coverage
 
-from . import covcompat, entrypoint
+from . import covcompat, ending, entrypoint
 from .auth import Token
 from .errors import ConfigError, ExitCode, SaveError
 from .log import say
@@ -268,11 +263,11 @@ class CoverageSession:
         save failed, if it did (:attr:`unsaved`), said once in the log.
 
         Everything that ends the process calls it, signal handlers too: a signal that
-        arrives meanwhile waits for the save (:func:`_signals_wait`). Two SIGTERMs 5 ms
+        arrives meanwhile waits for the save (:func:`.ending.saving`). Two SIGTERMs 5 ms
         apart killed the process in the middle of this write, and a data file of 0
         bytes was all that was left.
         """
-        with _signals_wait(), self._lock:
+        with ending.saving(), self._lock:
             if self._finished_pid == os.getpid():
                 return self.unsaved
             self._finished_pid = os.getpid()
@@ -460,43 +455,6 @@ def free_bytes(folder: str) -> int:
         return 0
 
 
-#: The signals that end a server and run :meth:`CoverageSession.finish` on their way; and
-#: SIGQUIT, a pre-fork master's quick stop of its workers (Ctrl-C, or SIGINT after SIGTERM,
-#: to the master): one landing in a worker's last save left an empty data file.
-_ENDING_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
-
-
-@contextlib.contextmanager
-def _signals_wait() -> Iterator[None]:
-    """SIGTERM, SIGINT and SIGHUP arriving now wait until the block is over.
-
-    Python runs signal handlers in the main thread, between two bytecodes: a second
-    SIGTERM during the last save ran the default action from the first's handler and
-    ended the process with its data file half written. Here the handlers are set
-    aside and a signal only noted. It is not acted on afterwards: every signal of
-    these asks the process to end, and it is ending (a ``KeyboardInterrupt`` raised in
-    an atexit handler would only print a traceback). Elsewhere than in the main
-    thread, the main thread's handlers wait for the save's lock instead.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    kept: dict[signal.Signals, Any] = {}
-    for ending in _ENDING_SIGNALS:
-        handler = signal.getsignal(ending)
-        if handler is not None and handler is not signal.SIG_IGN:  # None: not Python's own
-            kept[ending] = signal.signal(ending, _note_only)
-    try:
-        yield
-    finally:
-        for ending, handler in kept.items():
-            signal.signal(ending, handler)
-
-
-def _note_only(signum: int, frame: FrameType | None) -> None:
-    """A signal that came during the last save: the process is ending already."""
-
-
 def _erase(data: coverage.CoverageData) -> None:
     """``data.erase()``, and then a data file that can be written again as it was.
 
@@ -569,7 +527,7 @@ def start(
             say(line, logging.WARNING)
         if owned:
             _session.measure_importing(sys._getframe(1))
-        _save_on_every_way_out(_session)
+        ending.save_on_every_way_out(_session)
         _session.warn_untraced_threads()
         if every is not None:
             _session.autosave(every)
@@ -641,65 +599,3 @@ def _check_writable(data_file: str) -> None:
             f"cannot write coverage data to {data_file!r} ({exc.strerror or exc});"
             " set COVERAGE_FILE or [run] data_file to a writable location"
         ) from None
-
-
-def _finish_at_exit(session: CoverageSession) -> None:
-    """Save at exit; then spare the interpreter's last garbage collection the old heap.
-
-    After the handlers registered later than ours (the app's) have run, finalizing
-    the interpreter collects garbage over the whole heap: a Django worker spends
-    0.2 s in it, and 16 pre-fork workers on two CPUs made one shutdown take
-    3.2 s instead of 1.0 s. ``gc.freeze`` takes what exists now out of that
-    collection; Python never promised to finalize objects still alive at exit,
-    and the handlers registered before ours (logging's flush) still run.
-    """
-    unsaved = session.finish()
-    gc.freeze()
-    if unsaved is not None:
-        # A process that could not save must not exit 0 as if it had (a CI job would
-        # pass with no data). atexit cannot change the exit status: the handlers
-        # registered before ours (logging's flush) run now, then the process ends.
-        logging.shutdown()
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(ExitCode.NOT_SAVED)
-
-
-def _exit_unsaved(session: CoverageSession) -> None:
-    """A multiprocessing child's last finalizer: exit 74 if its last save failed
-    (multiprocessing turns the ``SystemExit`` into the process's exit status)."""
-    if session.unsaved is not None:
-        raise SystemExit(ExitCode.NOT_SAVED)
-
-
-def _save_on_every_way_out(session: CoverageSession) -> None:
-    """Save on every way out: normal exit, SIGTERM, and SIGINT even if ignored."""
-    atexit.register(_finish_at_exit, session)
-    # A multiprocessing child (a supervised server's worker) leaves through
-    # os._exit(), past atexit; multiprocessing runs its own finalizers first.
-    mp = sys.modules.get("multiprocessing")
-    if mp is not None and mp.parent_process() is not None:
-        import multiprocessing.util
-
-        multiprocessing.util.Finalize(None, session.finish, exitpriority=10)
-        multiprocessing.util.Finalize(None, _exit_unsaved, (session,), exitpriority=-100)
-    if threading.current_thread() is not threading.main_thread():
-        return  # signal handlers can only be set from the main thread
-    # A server started as ``cmd &`` by a non-interactive shell inherits SIGINT
-    # ignored; every SIGINT stop (ours, Ctrl-C) would silently do nothing.
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    # Where SIGTERM or SIGHUP (a closed terminal, a supervisor's reload) would end the
-    # process without running atexit (a server with no handler of its own), save first,
-    # then die of the signal as the sender expects. A server with its own handler (a
-    # master that reloads on SIGHUP) exits through atexit instead, or goes on.
-    def _save_then_die(signum: int, frame: FrameType | None) -> None:
-        session.finish()
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(signum) is signal.SIG_DFL:
-            signal.signal(signum, _save_then_die)

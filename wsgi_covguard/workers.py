@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import os
 import socket
@@ -34,6 +35,7 @@ from typing import Any
 
 import coverage
 
+from . import ending
 from .errors import SaveError
 from .prefork import children, master
 from .safefiles import private_folder
@@ -257,16 +259,7 @@ class ProcessGroup:
 
         server = _Listener(str(path), Handler)
         self._server = server
-        owner = os.getpid()
-
-        def remove() -> None:
-            if os.getpid() == owner:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-
-        import atexit
-
-        atexit.register(remove)
+        ending.remove_at_exit(functools.partial(path.unlink, missing_ok=True))
         # Its handler threads inherit the blocked signals.
         start_thread(server.serve_forever, name="covguard-control")
 

@@ -22,10 +22,6 @@ __all__ = ["OpenGuard", "Options", "Server", "ServerSupport", "SupervisedSupport
 class OpenGuard(Protocol):
     """What a server's hooks may use of a door's guard (:class:`~wsgi_covguard.guard.Guard`)."""
 
-    @property
-    def session(self) -> Any:
-        """The measuring session (:class:`~wsgi_covguard.session.CoverageSession`)."""
-
     def hurry(self) -> bool:
         """If this process drains, its deadline is now; False if no drain was under way."""
 

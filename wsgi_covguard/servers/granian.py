@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any
 
+from .. import ending
 from ..stopping import Stopper, TerminateMaster, checked_master
 from .base import Options, Server, SupervisedSupport
 
@@ -72,7 +73,7 @@ class GranianSupport(SupervisedSupport):
         if multiprocessing.parent_process() is None:
             return
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, _end_booting_worker)
+            ending.handle(signal.SIGTERM, _end_booting_worker)
 
     def wsgi_stopper(self, environ: Mapping[str, Any]) -> Stopper | None:
         """SIGTERM to the master, which terminates each worker: it finishes its requests

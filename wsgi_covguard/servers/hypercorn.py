@@ -19,6 +19,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from .. import ending
 from ..stopping import AcceptNoMore, Stopper, TerminateMaster
 from ..threads import start_thread
 from .base import OpenGuard, Options, Server, SupervisedSupport
@@ -129,7 +130,7 @@ class HypercornSupport(SupervisedSupport):
         if event is None:
             return
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, functools.partial(_worker_sigterm, event))
+            ending.handle(signal.SIGTERM, functools.partial(_worker_sigterm, event))
 
         # The workers stop when their master sets the event, however it was asked to
         # stop; an open websocket would hold the worker (for ever on 3.12+):

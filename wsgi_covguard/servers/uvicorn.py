@@ -8,14 +8,13 @@ the session has finished and saved (:meth:`UvicornSupport.asgi_opened`).
 
 from __future__ import annotations
 
-import atexit
-import os
 import signal
 import socket
 import threading
 from types import FrameType
 from typing import Any
 
+from .. import ending
 from ..stopping import AcceptNoMore, Stopper
 from .base import OpenGuard, Options, Server, SupervisedSupport
 
@@ -75,23 +74,17 @@ class UvicornSupport(SupervisedSupport):
         return _serving() is not None
 
     def asgi_opened(self, guard: OpenGuard) -> None:
-        """Let SIGTERM stop gracefully, save, and only then end the process."""
+        """Let SIGTERM stop gracefully, save, and only then end the process
+        (:func:`~wsgi_covguard.ending.die_of_at_exit`)."""
         server = _serving()
         if server is None or threading.current_thread() is not threading.main_thread():
             return
-        session = guard.session
 
         def graceful(signum: int, frame: FrameType | None) -> None:
             server.should_exit = True
+            ending.die_of_at_exit(signal.SIGTERM)  # once saved, as its sender expects
 
-            def terminate() -> None:
-                session.finish()
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                os.kill(os.getpid(), signal.SIGTERM)
-
-            atexit.register(terminate)
-
-        signal.signal(signal.SIGTERM, graceful)
+        ending.handle(signal.SIGTERM, graceful)
         # A SIGTERM that came while this process booted (a worker's supervisor stopping:
         # Ctrl-C or SIGTERM to it) was caught by uvicorn, which raises it again once it has
         # stopped, with the default handler back: the worker died past atexit, its data
