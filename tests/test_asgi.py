@@ -223,7 +223,7 @@ def test_a_server_whose_stop_cuts_takes_no_connection_while_the_door_drains(
 def test_hypercorn_workers_all_stop_accepting_and_drain_before_the_master_stops_them(
     notes: Path, servers: Callable[..., RunningServer]
 ) -> None:
-    """The worker taking the shutdown asks its siblings to quiet down too: they answer
+    """The worker taking the shutdown asks its siblings to stop accepting too: they answer
     as stopping and finish what they serve before hypercorn's master stops them."""
     port = free_port()
     argv = [*hypercorn("notes_entry:app", port), "--workers", "2"]

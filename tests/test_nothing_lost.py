@@ -343,9 +343,9 @@ session = wsgi_covguard.start()
 import plainapp
 from flask import Flask
 from wsgi_covguard.reporting import Reports
-from wsgi_covguard.workers import ProcessGroup
+from wsgi_covguard.workers import Siblings
 
-group, reports = ProcessGroup(session), Reports(session)
+group, reports = Siblings(session), Reports(session)
 pages = Flask(__name__)
 pages.get("/")(lambda: "a page")
 browser = pages.test_client()

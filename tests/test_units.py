@@ -22,16 +22,16 @@ import pytest
 from werkzeug.exceptions import NotFound
 from werkzeug.test import EnvironBuilder
 
+from wsgi_covguard.apps import load_app
 from wsgi_covguard.auth import Token, dashboard_password, is_loopback
-from wsgi_covguard.cli import load_app
 from wsgi_covguard.errors import ConfigError, ExitCode, SaveError
 from wsgi_covguard.messages import Answer, ControlRequest, json_answer
 from wsgi_covguard.middleware import _control_request, _response
 from wsgi_covguard.routes import FORWARDING, NOTHING_ALLOWED, Route, Routes
 from wsgi_covguard.servers import SERVERS, Options, check_available, family, wsgi_stopper
-from wsgi_covguard.session import _choose_core
 from wsgi_covguard.settings import Settings, server_url
 from wsgi_covguard.spawn import READY_LINE, serve_argv
+from wsgi_covguard.startup import choose_core
 from wsgi_covguard.stopping import InterruptMain
 
 SECRET = "unit-token-0123456789"
@@ -368,7 +368,7 @@ def test_the_core_follows_what_the_configuration_needs() -> None:
         cov = coverage.Coverage(data_file=None, config_file=False)
         for name, value in run.items():
             cov.set_option(f"run:{name}", value)
-        _choose_core(cov, contexts=contexts)
+        choose_core(cov, contexts=contexts)
         return cov.get_option("run:core")
 
     assert chosen(contexts=True) == "ctrace"
@@ -436,7 +436,7 @@ def test_the_knock_of_the_announcing_thread_takes_no_import_lock() -> None:
 
     probe = textwrap.dedent("""
         import socket, sys
-        from wsgi_covguard.cli import _accepts
+        from wsgi_covguard.serving import _accepts
         listener = socket.create_server(("127.0.0.1", 0))
         address = listener.getsockname()
         seen = []

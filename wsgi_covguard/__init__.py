@@ -17,7 +17,8 @@ from .asgi import CovGuardASGI
 from .auth import dashboard_password
 from .errors import ConfigError, CovGuardError
 from .middleware import CovGuard
-from .session import CoverageSession, get_session, start
+from .session import CoverageSession
+from .startup import get_session, start
 
 __all__ = [
     "ConfigError",

@@ -46,7 +46,7 @@ from .log import say
 from .messages import Answer, ControlRequest, json_answer
 from .servers import serving_here
 from .stopping import (
-    AcceptNoMore,
+    StopAcceptingFirst,
     Stopper,
     checked_master,
     find_asgi_stopper,
@@ -79,8 +79,8 @@ class CovGuardASGI(Door):
         if server is not None:
             server.asgi_opened(guard)
 
-    def _refuse_new(self) -> None:
-        """A sibling's stop began (:class:`~.stopping.AcceptNoMore`): no new connection here
+    def _stop_accepting(self) -> None:
+        """A sibling's stop began (:class:`~.stopping.StopAcceptingFirst`): no new connection here
         either.
         A worker still booting is waited for (within ``drain_timeout``) until it serves,
         so that it takes no connection afterwards."""
@@ -121,7 +121,7 @@ class CovGuardASGI(Door):
         stopper = find_asgi_stopper(master)
         if stopper.drains:  # a master's graceful stop lets nothing in half answered
             return stopper
-        return AcceptNoMore(stopper, loop)
+        return StopAcceptingFirst(stopper, loop)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         guard = self._guard

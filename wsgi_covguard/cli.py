@@ -15,15 +15,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
-import functools
-import importlib
-import inspect
 import logging
 import os
 import re
 import secrets
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -31,22 +26,18 @@ import sys
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Iterable, Sequence
-from pathlib import Path
-from types import FrameType
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from . import ending
 from .auth import dashboard_password
-from .client import Answer, ControlClient
+from .client import ControlClient, Reply
 from .errors import ConfigError, CovGuardError, ExitCode
 from .log import say
 from .settings import CONTROL_PREFIX, SHUTDOWN_PATH, TOKEN_ENV, URL_ENV, Settings, server_url
 from .spawn import serve_argv, spawn
-from .threads import start_thread
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    pass
 
 __all__ = ["main"]
 
@@ -189,237 +180,9 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from . import CovGuard, CovGuardASGI, start
-    from .servers import (
-        ASGI_SERVERS,
-        DEFAULT_ASGI,
-        DEFAULT_WSGI,
-        WSGI_SERVERS,
-        Options,
-        check_available,
-        create_server,
-        family,
-    )
+    from .serving import serve
 
-    options = Options(threads=args.threads, workers=args.workers)
-    if args.server is not None:
-        check_available(args.server, options)
-    settings = Settings.read()
-    token = settings.token.reveal() if settings.token else _generated_token()
-    if args.server is not None and family(args.server).loads_in_workers:
-        return _serve_from_workers(args, options)
-    session = start(token=token, contexts=args.contexts, autosave=args.autosave)
-    assert session is not None
-    try:
-        sys.path.insert(0, os.path.abspath(args.app_dir))
-        app = load_app(args.app)
-        asgi = is_asgi(app)
-        name = args.server or (DEFAULT_ASGI if asgi else DEFAULT_WSGI)
-        kind, able = ("an ASGI", ASGI_SERVERS) if asgi else ("a WSGI", WSGI_SERVERS)
-        if name not in able:
-            raise ConfigError(
-                f"{args.app!r} is {kind} application;"
-                f" serve it with --server {', '.join(able[:-1])} or {able[-1]}"
-            )
-        # Bind before the guard announces that it measures: a busy port is one line.
-        front: _AppSlot | _ASGISlot = _ASGISlot() if asgi else _AppSlot()
-        server = create_server(name, front, args.host, args.port, options)
-        if isinstance(app, (CovGuard, CovGuardASGI)):
-            guard: CovGuard | CovGuardASGI = app
-        else:
-            guard = CovGuardASGI(app, token=token) if asgi else CovGuard(app, token=token)
-        front.app = guard
-    except CovGuardError:
-        session.discard()  # a failed start has nothing worth saving
-        raise
-
-    def _graceful(signum: int, frame: FrameType | None) -> None:  # unless the server has one
-        guard.begin_shutdown(server.stop)
-
-    ending.handle(signal.SIGTERM, _graceful)
-    ready = (
-        f"covguard: serving {args.app} on {server.url} ({server.name}, core {session.core},"
-        f" pid {os.getpid()})"
-    )
-    if family(name).binds_when_run:
-        _announce_when_listening(server, ready)
-    else:
-        print(ready, flush=True)
-    # Ctrl-C, or our own stop, for servers whose loop does not catch it.
-    with contextlib.suppress(KeyboardInterrupt):
-        server.run()
-    return ExitCode.OK if session.finish() is None else ExitCode.NOT_SAVED
-
-
-def _serve_from_workers(args: argparse.Namespace, options: Any) -> int:
-    """Serve with a server whose worker processes import the app (``loads_in_workers``).
-
-    This process only supervises: each worker starts coverage, imports APP and
-    wraps it (:func:`guarded_app`); the shutdown route stops this process's
-    server, which stops each worker gracefully, and each saves its own data.
-    """
-    from .servers import create_server
-
-    app_dir = os.path.abspath(args.app_dir)
-    load = functools.partial(guarded_app, args.app, app_dir, args.contexts, args.autosave)
-    options = dataclasses.replace(options, asgi=_probe_is_asgi(args.app, app_dir))
-    server = create_server(args.server, load, args.host, args.port, options)
-    _announce_when_listening(
-        server,
-        f"covguard: serving {args.app} on {server.url} ({server.name},"
-        f" {options.workers or 1} worker(s), pid {os.getpid()})",
-    )
-    server.run()
-    return ExitCode.OK
-
-
-def _announce_when_listening(server: Any, line: str) -> None:
-    """Print the ready ``line`` from a thread once ``server`` accepts connections: a server
-    that binds when it runs, or whose workers do, listens only after ``run()`` began."""
-    # The workers are forked while the thread below knocks. A fork copies any lock
-    # that thread holds, held for ever in the child: resolving the address imports
-    # the idna codec (a module lock a worker's first `str.encode("idna")` then waits
-    # on). So the address is resolved here, and the thread only connects.
-    resolved = socket.getaddrinfo(server.host, server.port, type=socket.SOCK_STREAM)
-    family, _, _, _, address = resolved[0]
-
-    def announce() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if _accepts(family, address):
-                print(line, flush=True)
-                return
-            time.sleep(0.05)
-
-    start_thread(announce, name="covguard-announce")
-
-
-def guarded_app(spec: str, app_dir: str, contexts: bool, autosave: float | None) -> Any:
-    """In a worker process: start coverage, import APP, wrap it (what ``serve`` does in one)."""
-    from . import CovGuard, CovGuardASGI, start
-
-    start(contexts=contexts, autosave=autosave)  # the token is in the environment
-    sys.path.insert(0, app_dir)
-    app = load_app(spec)
-    if isinstance(app, (CovGuard, CovGuardASGI)):
-        return app
-    return CovGuardASGI(app) if is_asgi(app) else CovGuard(app)
-
-
-def _probe_is_asgi(spec: str, app_dir: str) -> bool:
-    """Whether APP is an ASGI application, asked of a throwaway process.
-
-    The server's workers import the app, each under coverage; imported here, before
-    they fork, its import-time lines would run in the master and be lost to them.
-    """
-    probe = (
-        "import sys; sys.path.insert(0, sys.argv[2]);"
-        " from wsgi_covguard.cli import is_asgi, load_app;"
-        " from wsgi_covguard.errors import ConfigError\n"
-        "try: print(is_asgi(load_app(sys.argv[1])))\n"
-        "except ConfigError as error: sys.exit(error.code)"
-    )
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("COVGUARD_", "COVERAGE_"))}
-    done = subprocess.run(
-        [sys.executable, "-c", probe, spec, app_dir],
-        capture_output=True, text=True, env=environ, check=False,
-    )  # fmt: skip
-    if done.returncode != 0:
-        lines = done.stderr.strip().splitlines() or [f"exit {done.returncode}"]
-        ours = [line for line in lines if line.startswith("covguard: ")]
-        raise ConfigError((ours or lines)[-1].removeprefix("covguard: "))
-    return done.stdout.strip().endswith("True")
-
-
-class _AppSlot:
-    """The WSGI application the server is bound with, set once the guard exists."""
-
-    app: Any
-
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        result: Iterable[bytes] = self.app(environ, start_response)
-        return result
-
-
-class _ASGISlot:
-    """The ASGI application the server is bound with, set once the guard exists."""
-
-    app: Any
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self.app(scope, receive, send)
-
-
-def _generated_token() -> str:
-    """A fresh token, in a file only this user can read (mkstemp makes it 0600), removed at exit."""
-    token = secrets.token_urlsafe(24)
-    fd, path = tempfile.mkstemp(prefix="covguard-token-")
-    with os.fdopen(fd, "w") as file:
-        file.write(token + "\n")
-    ending.remove_at_exit(functools.partial(Path(path).unlink, missing_ok=True))
-    os.environ[TOKEN_ENV] = token
-    say(f"{TOKEN_ENV} was not set; the token is in {path}")
-    return token
-
-
-def load_app(spec: str) -> Any:
-    """Import ``module:attribute``, ``module:factory()`` or ``module`` (meaning ``module:app``):
-    a WSGI or an ASGI application (see :func:`is_asgi`)."""
-    module_name, _, attribute = spec.partition(":")
-    attribute = attribute or "app"
-    call = attribute.endswith("()")
-    attribute = attribute.removesuffix("()")
-    if not module_name or not attribute.isidentifier():
-        raise ConfigError(f"APP {spec!r} is not of the form module:attribute or module:factory()")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise ConfigError(
-                f"cannot import {module_name!r} (no such module); check APP, or run from the"
-                " folder that holds it or pass --app-dir"
-            ) from None
-        raise ConfigError(f"importing {module_name!r} failed: {exc}") from None
-    except Exception as exc:
-        raise ConfigError(
-            f"importing {module_name!r} failed: {type(exc).__name__}: {exc}"
-        ) from None
-    try:
-        obj: Any = getattr(module, attribute)
-    except AttributeError:
-        raise ConfigError(
-            f"module {module_name!r} has no attribute {attribute!r}; APP is module:attribute"
-        ) from None
-    if call:
-        obj = obj()
-    return obj if is_asgi(obj) else _checked_wsgi(obj, spec)
-
-
-def is_asgi(app: Any) -> bool:
-    """True for an ASGI application: an ``async`` callable (a coroutine function, or an
-    object whose ``__call__`` is one), as ASGI servers tell them from WSGI ones."""
-    call = app if inspect.isfunction(app) or inspect.ismethod(app) else type(app).__call__
-    return inspect.iscoroutinefunction(call) and not inspect.isclass(app)
-
-
-def _checked_wsgi(obj: Any, spec: str) -> WSGIApplication:
-    fix = (
-        "APP must name a WSGI callable (environ, start_response)"
-        " or an ASGI one (scope, receive, send)"
-    )
-    if inspect.isclass(obj) or not callable(obj):
-        raise ConfigError(
-            f"{spec!r} is {type(obj).__name__} {obj!r:.60}, not a WSGI application; {fix}"
-        )
-    try:
-        inspect.signature(obj).bind({}, None)
-    except TypeError:
-        hint = f"; did you mean {spec}()?" if not spec.endswith("()") else ""
-        raise ConfigError(f"{spec!r} does not take (environ, start_response){hint}") from None
-    except ValueError:
-        pass  # no signature to check (a builtin); trust it
-    app: WSGIApplication = obj
-    return app
+    return serve(args)
 
 
 # -- run ------------------------------------------------------------------------
@@ -654,7 +417,7 @@ def _post_shutdown(url: str, token: str, path: str) -> None:
         raise CovGuardError(f"{url}{path} answered {answer.status}, not 202; check the token")
 
 
-def _not_ours(url: str, path: str, answer: Answer) -> None:
+def _not_ours(url: str, path: str, answer: Reply) -> None:
     """Raise, saying so, if ``answer`` did not come from a covguard route: every control
     answer is JSON, and a route there never answers 404 nor 405 (the app's do)."""
     if answer.status in (404, 405) or answer.content_type != "application/json":
@@ -677,13 +440,3 @@ def _listening(url: str) -> bool:
     except OSError:
         return False
     return True
-
-
-def _accepts(family: socket.AddressFamily, address: Any) -> bool:
-    """:func:`_listening` for an address already resolved: no lookup, no import."""
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as knock:
-            knock.settimeout(2)
-            return knock.connect_ex(address) == 0
-    except OSError:
-        return False

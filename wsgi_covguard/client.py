@@ -18,11 +18,11 @@ from typing import IO, Any, NoReturn
 
 from .errors import PeerUnreachable, RedirectRefused
 
-__all__ = ["Answer", "ControlClient", "PeerUnreachable", "RedirectRefused"]
+__all__ = ["ControlClient", "PeerUnreachable", "RedirectRefused", "Reply"]
 
 
 @dataclass(frozen=True)
-class Answer:
+class Reply:
     """A control route's answer, whatever its status."""
 
     status: int
@@ -61,7 +61,7 @@ class ControlClient:
     def __repr__(self) -> str:
         return f"ControlClient({self.url!r}, token=<hidden>)"
 
-    def request(self, method: str, path: str, body: bytes | None = None, **headers: Any) -> Answer:
+    def request(self, method: str, path: str, body: bytes | None = None, **headers: Any) -> Reply:
         """``method`` ``path``: the answer, also for a 4xx or 5xx status.
 
         Raises :class:`RedirectRefused` for a redirect, :class:`PeerUnreachable` when
@@ -75,18 +75,18 @@ class ControlClient:
         )
         try:
             with _OPENER.open(request, timeout=self.timeout) as answer:
-                return Answer(answer.status, answer.read(), answer.headers.get_content_type())
+                return Reply(answer.status, answer.read(), answer.headers.get_content_type())
         except urllib.error.HTTPError as exc:
             with exc:
-                return Answer(exc.code, exc.read(), exc.headers.get_content_type())
+                return Reply(exc.code, exc.read(), exc.headers.get_content_type())
         except (OSError, ValueError) as exc:  # URLError is an OSError; ValueError: a bad URL
             _unreachable(self.url, exc)
 
-    def get(self, path: str) -> Answer:
+    def get(self, path: str) -> Reply:
         """``GET path``, whatever the answer's status."""
         return self.request("GET", path)
 
-    def post(self, path: str, body: bytes = b"", **headers: Any) -> Answer:
+    def post(self, path: str, body: bytes = b"", **headers: Any) -> Reply:
         """``POST path`` with ``body`` and ``headers``, whatever the answer's status."""
         return self.request("POST", path, body, **headers)
 

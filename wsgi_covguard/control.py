@@ -20,7 +20,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from .messages import Answer, ControlRequest, json_answer
 from .routes import Route
-from .workers import Failure, ProcessGroup
+from .workers import Failure, Siblings
 
 __all__ = ["LiveControls"]
 
@@ -37,7 +37,7 @@ class LiveControls:
     :param in_flight: how many requests the app is serving now.
     """
 
-    def __init__(self, group: ProcessGroup, in_flight: Callable[[], int]) -> None:
+    def __init__(self, group: Siblings, in_flight: Callable[[], int]) -> None:
         self.group = group
         self.session = group.session
         self._in_flight = in_flight

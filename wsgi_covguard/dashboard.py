@@ -45,7 +45,7 @@ from .reporting import Reports
 from .routes import Route
 from .safefiles import create_private, is_regular_file, read_regular_file
 from .session import MIN_FREE_BYTES, free_bytes
-from .workers import ProcessGroup
+from .workers import Siblings
 
 __all__ = ["Dashboard"]
 
@@ -60,7 +60,7 @@ MAX_SNAPSHOT_BYTES = 256 * 1024 * 1024
 class Dashboard:
     """The read-only pages, the snapshot route, and the data they share."""
 
-    def __init__(self, group: ProcessGroup) -> None:
+    def __init__(self, group: Siblings) -> None:
         self.group = group
         self.session = group.session
         self._reports = Reports(group.session)

@@ -44,11 +44,12 @@ from .messages import Answer, ControlRequest
 from .prefork import remember_master
 from .routes import Route, Routes
 from .servers import prefork_here, serving_here
-from .session import CoverageSession, get_session, start
+from .session import CoverageSession
 from .settings import CONTROL_PREFIX, SHUTDOWN_PATH, Settings
+from .startup import get_session, start
 from .stopping import Stopper, handler_threads
 from .threads import start_thread
-from .workers import ProcessGroup
+from .workers import Siblings
 
 __all__ = ["Door", "Guard"]
 
@@ -91,7 +92,7 @@ class Guard:
         #: The control routes (:meth:`open` makes them).
         self.routes: Routes
         #: This process and, under a pre-fork server, its siblings (:meth:`open` sets it).
-        self.group: ProcessGroup | None = None
+        self.group: Siblings | None = None
         # Requests that arrived after the drain and before the server stopped:
         # let them finish before the process ends (a server's threads may be daemons).
         ending.on_exit_drain(functools.partial(self.drain, at_exit=True))
@@ -108,15 +109,16 @@ class Guard:
         autosave: float | None,
         name_of: Callable[[Any], str],
         stopper_of: Callable[[ControlRequest], Stopper],
-        refuse_new: Callable[[], object] | None = None,
+        stop_accepting: Callable[[], object] | None = None,
     ) -> Guard | None:
         """A door's guard, with its routes; None without a token (the door is then inert).
 
         The options are the doors' own (see :class:`~wsgi_covguard.CovGuard`), checked
         here once; the token is the argument, else ``COVGUARD_TOKEN``, else the one
         :func:`~wsgi_covguard.start` was given. ``stopper_of`` finds, from the shutdown
-        request, how to stop the server serving it; ``refuse_new``, how this process
-        stops accepting connections when a sibling's stop asks it to (:meth:`quiet_down`).
+        request, how to stop the server serving it; ``stop_accepting``, how this process
+        stops accepting connections when a sibling's stop asks it to
+        (:meth:`stop_accepting_and_drain`).
         """
         for name, path in (("shutdown_path", shutdown_path), ("control_prefix", control_prefix)):
             if not path.startswith("/") or path.endswith("/") or len(path) < 2:
@@ -153,9 +155,11 @@ class Guard:
         server = serving_here()
         if server is not None:
             server.opening()  # before siblings can see this process listen
-        group = ProcessGroup(session)
-        if refuse_new is not None:  # set before siblings can ask for it
-            group.on_quiesce = functools.partial(guard.quiet_down, refuse_new=refuse_new)
+        group = Siblings(session)
+        if stop_accepting is not None:  # set before siblings can ask for it
+            group.on_stop_accepting = functools.partial(
+                guard.stop_accepting_and_drain, stop_accepting=stop_accepting
+            )
         group.on_deadline = guard.told_deadline
         remember_master(prefork_here())
         group.listen_if_prefork()
@@ -310,10 +314,12 @@ class Guard:
         if not stopper.drains:  # else the server drains, and each process saves at exit
             settle = stopper.before_drain()
             siblings = None
-            if settle and self.group is not None:  # they stop with the master: quiet them too
-                command = {"op": "quiesce", "settle": settle}
+            if (
+                settle and self.group is not None
+            ):  # they stop with the master: they stop accepting too
+                command = {"op": "stop-accepting", "settle": settle}
                 tell = functools.partial(self.group.broadcast, command, here=False)
-                siblings = start_thread(tell, name="covguard-quiet")
+                siblings = start_thread(tell, name="covguard-stop-accepting")
             self.drain()
             self.session.save()  # on disk before the stop; finish() at exit adds the rest
             if settle:  # and nothing arrived meanwhile, on a connection kept alive
@@ -343,13 +349,13 @@ class Guard:
                 break
             time.sleep(0.01)
 
-    def quiet_down(self, settle: float, refuse_new: Callable[[], object]) -> None:
+    def stop_accepting_and_drain(self, settle: float, stop_accepting: Callable[[], object]) -> None:
         """A sibling's stop began, and this process stops with the master: answer as
-        stopping (the ASGI door then asks clients to close), ``refuse_new()``, and drain
+        stopping (the ASGI door then asks clients to close), ``stop_accepting()``, and drain
         until no request has been in flight for ``settle`` seconds (all within
         ``drain_timeout``)."""
         self.stop_by(time.monotonic() + self.drain_timeout)
-        refuse_new()
+        stop_accepting()
         self.drain(settle=settle)
 
     def drain(self, *, at_exit: bool = False, settle: float = 0.0) -> None:
@@ -453,7 +459,7 @@ class Door:
             autosave=autosave,
             name_of=self._name_of,
             stopper_of=self._stopper_of,
-            refuse_new=self._refuse_new,
+            stop_accepting=self._stop_accepting,
         )
         self.allow_remote = self._guard.routes.allow_remote if self._guard else False
         if self._guard is not None:
@@ -462,8 +468,9 @@ class Door:
             self._inert()
 
     #: How this process stops accepting connections when a sibling's stop asks it to
-    #: (:meth:`Guard.quiet_down`); None: it is not asked (the WSGI servers stop alone).
-    _refuse_new: Callable[[], object] | None = None
+    #: (:meth:`Guard.stop_accepting_and_drain`); None: it is not asked (WSGI servers stop
+    #: alone).
+    _stop_accepting: Callable[[], object] | None = None
 
     def _opened(self, guard: Guard) -> None:
         """Called once the door measures (it has a token): what its servers need then."""

@@ -1,10 +1,10 @@
 """The coverage session: measuring in this process, from start-up to the last save.
 
 ``coverage run`` starts measuring before anything is imported and saves at exit.
-A WSGI entry point can do the same in-process: :func:`start` at its top starts
-coverage.py (or adopts the one already running, e.g. under ``coverage run`` or
-pytest-cov) before the application is imported, so import-time lines (module
-level ``def``, decorators, assignments) count.
+A WSGI entry point can do the same in-process: :func:`~.startup.start` at its top
+starts coverage.py (or adopts the one already running, e.g. under ``coverage run``
+or pytest-cov) before the application is imported, so import-time lines (module
+level ``def``, decorators, assignments) count; this module is the session it makes.
 
 What to measure is coverage.py's own configuration (``.coveragerc``,
 ``pyproject.toml``, ``COVERAGE_RCFILE``, ``COVERAGE_FILE``...), read by coverage
@@ -18,7 +18,8 @@ itself. We only add three things coverage's API leaves to its caller:
   however close together (a signal that arrives during that save waits for it);
   a process whose last save failed says so once and exits with status 74;
 - on Python 3.12+ the ``sysmon`` core is chosen when the configuration allows
-  it, since it costs next to nothing where ``ctrace`` halves the throughput.
+  it, since it costs next to nothing where ``ctrace`` halves the throughput
+  (:func:`~.startup.choose_core`).
 """
 
 from __future__ import annotations
@@ -30,9 +31,7 @@ import os
 import shutil
 import sqlite3
 import sys
-import tempfile
 import threading
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -40,13 +39,11 @@ import coverage
 
 from . import covcompat, ending, entrypoint
 from .auth import Token
-from .errors import ConfigError, ExitCode, SaveError
+from .errors import ExitCode, SaveError
 from .log import say
-from .servers import refusal_here
-from .settings import Settings
 from .threads import start_thread
 
-__all__ = ["CoverageSession", "get_session", "start"]
+__all__ = ["CoverageSession"]
 
 _CORE_NAMES = {"CTracer": "ctrace", "PyTracer": "pytrace", "SysMonitor": "sysmon"}
 
@@ -57,16 +54,10 @@ _REPORT_SECTIONS = ("report:", "html:", "json:")
 _REPORT_RUN_OPTIONS = ("run:source", "run:source_pkgs", "run:source_dirs", "run:include",
                        "run:omit", "run:relative_files", "run:plugins")  # fmt: skip
 
-#: Our own files are never part of the user's report.
-_PACKAGE_DIR = str(Path(__file__).resolve().parent)
-
 #: How many requests that overlapped a context switch are named in full.
 MAX_OVERLAPS_SHOWN = 20
 #: The least free space a save needs (see CoverageSession._short_of_room).
 MIN_FREE_BYTES = 1 << 20
-
-_lock = threading.Lock()
-_session: CoverageSession | None = None
 
 
 class CoverageSession:
@@ -468,134 +459,10 @@ def _erase(data: coverage.CoverageData) -> None:
     covcompat.forget_kind(data)
 
 
-def get_session() -> CoverageSession | None:
-    """The session :func:`start` made in this process, if any."""
-    return _session
+def __getattr__(name: str) -> Any:
+    """``start`` and ``get_session``, which moved to :mod:`.startup`, still found here."""
+    if name in ("start", "get_session"):
+        from . import startup
 
-
-def start(
-    *,
-    token: str | None = None,
-    core: str | None = None,
-    contexts: bool = False,
-    autosave: float | None = None,
-    **coverage_options: Any,
-) -> CoverageSession | None:
-    """Start measuring now, before the application is imported.
-
-    Call it at the very top of the WSGI entry point. Idempotent: later calls
-    return the same session. Without a token (argument or ``COVGUARD_TOKEN``)
-    it does nothing and returns ``None``, so the entry point is safe to deploy.
-
-    :param token: the control token; defaults to ``COVGUARD_TOKEN``.
-    :param core: coverage's measuring core (``sysmon``, ``ctrace``,
-        ``pytrace``). By default the configured one, else ``sysmon`` on
-        Python 3.12+ when the configuration allows it, else ``ctrace``.
-    :param contexts: choose a core that can record dynamic contexts.
-    :param autosave: save every so many seconds in the background (default:
-        ``COVGUARD_AUTOSAVE``, else never), so that a process killed with
-        SIGKILL loses at most that much.
-    :param coverage_options: passed to :class:`coverage.Coverage` (e.g.
-        ``config_file``, ``source``, ``data_file``); ``data_suffix`` is ours.
-    """
-    global _session
-    with _lock:
-        if _session is not None:
-            return _session
-        settings = Settings.read(token=token, autosave=autosave)
-        checked = settings.token
-        if checked is None:
-            return None
-        refused = refusal_here()  # better no data than silently partial data
-        if refused is not None:
-            raise ConfigError(refused)
-        every = settings.autosave
-        cov = coverage.Coverage.current()
-        owned = cov is None
-        if cov is None:
-            cov = _new_coverage(core=core, contexts=contexts, options=coverage_options)
-            cov.start()
-        try:
-            lacking = covcompat.check(cov)
-        except ConfigError:
-            if owned:
-                cov.stop()
-            raise
-        _session = CoverageSession(cov, owned=owned, token=checked)
-        for line in lacking:
-            _session.warnings.append(line)
-            say(line, logging.WARNING)
-        if owned:
-            _session.measure_importing(sys._getframe(1))
-        ending.save_on_every_way_out(_session)
-        _session.warn_untraced_threads()
-        if every is not None:
-            _session.autosave(every)
-        return _session
-
-
-def _new_coverage(
-    *, core: str | None, contexts: bool, options: dict[str, Any]
-) -> coverage.Coverage:
-    if "data_suffix" in options:
-        raise ConfigError(
-            f"data_suffix={options['data_suffix']!r} is set by wsgi_covguard itself"
-            " (one parallel data file per process); remove it"
-        )
-    try:
-        cov = coverage.Coverage(data_suffix=True, **options)
-    except TypeError as exc:
-        raise ConfigError(f"{exc}; see coverage.Coverage() for the options it takes") from None
-    except coverage.CoverageException as exc:
-        raise ConfigError(f"{exc}; fix the coverage configuration") from None
-    omit = cov.get_option("run:omit")
-    assert isinstance(omit, list)
-    cov.set_option("run:omit", [*omit, os.path.join(_PACKAGE_DIR, "*")])
-    if core is not None:
-        cov.set_option("run:core", core)
-    _choose_core(cov, contexts=contexts)
-    _check_writable(os.path.abspath(str(cov.get_option("run:data_file"))))
-    return cov
-
-
-def _choose_core(cov: coverage.Coverage, *, contexts: bool) -> None:
-    """Pick sysmon on 3.12+ unless the configuration needs a tracer that can do more.
-
-    An explicit choice (``core=``, ``[run] core``, ``COVERAGE_CORE``) wins. sysmon
-    records no dynamic contexts, and no branches before Python 3.14.
-    """
-    chosen = cov.get_option("run:core")
-    if contexts:
-        if chosen == "sysmon":
-            raise ConfigError(
-                "core 'sysmon' cannot record dynamic contexts; drop the contexts"
-                " option or set core to 'ctrace'"
-            )
-        if chosen is None:
-            cov.set_option("run:core", "ctrace")
-        return
-    if chosen is not None or cov.get_option("run:timid") or sys.version_info < (3, 12):
-        return
-    if cov.get_option("run:dynamic_context"):
-        return
-    if cov.get_option("run:branch") and sys.version_info < (3, 14):
-        return
-    concurrency = cov.get_option("run:concurrency")
-    assert isinstance(concurrency, list)
-    if any(lib in concurrency for lib in ("greenlet", "eventlet", "gevent")):
-        return
-    cov.set_option("run:core", "sysmon")
-
-
-def _check_writable(data_file: str) -> None:
-    """Refuse now a data file location we could not write at shutdown."""
-    folder = os.path.dirname(data_file)
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot write coverage data to {data_file!r} ({exc.strerror or exc});"
-            " set COVERAGE_FILE or [run] data_file to a writable location"
-        ) from None
+        return getattr(startup, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

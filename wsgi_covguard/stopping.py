@@ -22,7 +22,7 @@ stopper                    what it does
                            whose event loop handles it
 :class:`CallStop`          the server object's own stop method, from another
                            thread
-:class:`AcceptNoMore`      no new connection accepted, the guard drains, then
+:class:`StopAcceptingFirst`      no new connection accepted, the guard drains, then
                            another of these
 =========================  ====================================================
 
@@ -57,10 +57,10 @@ from .prefork import lost_master, master
 _S = TypeVar("_S")
 
 __all__ = [
-    "AcceptNoMore",
     "CallStop",
     "EndServeLoop",
     "InterruptMain",
+    "StopAcceptingFirst",
     "Stopper",
     "TerminateMaster",
     "checked_master",
@@ -94,7 +94,7 @@ class Stopper:
         return 0.0
 
 
-class AcceptNoMore(Stopper):
+class StopAcceptingFirst(Stopper):
     """No new connection accepted on ``loop``; then ``stopper``, once the guard drained.
 
     For ASGI servers whose own stop cuts what arrives as it begins: one that marks its

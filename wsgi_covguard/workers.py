@@ -43,7 +43,7 @@ from .servers import prefork_here
 from .session import CoverageSession
 from .threads import start_thread
 
-__all__ = ["Failure", "ProcessGroup"]
+__all__ = ["Failure", "Siblings"]
 
 _TIMEOUT = 10.0
 #: How long a sibling that is still booting may take to start listening.
@@ -68,16 +68,16 @@ class Failure:
         return f"process {self.pid}: {self.message}"
 
 
-class ProcessGroup:
+class Siblings:
     """This process and, under a pre-fork server, the master and the other workers."""
 
     def __init__(self, session: CoverageSession) -> None:
         self.session = session
         self._server: socketserver.UnixStreamServer | None = None
         self._forked_hook = False
-        #: What ``quiesce`` does in this process (the ASGI door's: stop accepting, drain
+        #: What ``stop-accepting`` does in this process (the ASGI door's: stop accepting, drain
         #: until quiet); nothing if unset.
-        self.on_quiesce: Callable[[float], None] | None = None
+        self.on_stop_accepting: Callable[[float], None] | None = None
         #: What ``deadline`` does here: the stop must be over by then (the guard's).
         self.on_deadline: Callable[[float], None] | None = None
 
@@ -107,9 +107,9 @@ class ProcessGroup:
                 self.session.reset(to_start=command.get("to") == "start")
             elif operation == "context":
                 self.session.switch_context(str(command["context"]))
-            elif operation == "quiesce":  # a sibling's stop began (see Guard)
-                if self.on_quiesce is not None:
-                    self.on_quiesce(float(command["settle"]))
+            elif operation == "stop-accepting":  # a sibling's stop began (see Guard)
+                if self.on_stop_accepting is not None:
+                    self.on_stop_accepting(float(command["settle"]))
             elif operation == "deadline":  # a sibling's stop began: it ends by then
                 if self.on_deadline is not None:
                     self.on_deadline(float(command["at"]))

@@ -144,7 +144,7 @@ class ServerSupport:
         (None: one process, or its master died); ``loop``: the event loop serving the
         shutdown request. None: the generic choice
         (:func:`~wsgi_covguard.stopping.find_asgi_stopper`, behind
-        :class:`~wsgi_covguard.stopping.AcceptNoMore` unless the server drains itself)."""
+        :class:`~wsgi_covguard.stopping.StopAcceptingFirst` unless the server drains itself)."""
         return None
 
 

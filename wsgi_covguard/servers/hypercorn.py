@@ -20,7 +20,7 @@ from types import FrameType
 from typing import Any
 
 from .. import ending
-from ..stopping import AcceptNoMore, Stopper, TerminateMaster
+from ..stopping import StopAcceptingFirst, Stopper, TerminateMaster
 from ..threads import start_thread
 from .base import OpenGuard, Options, Server, SupervisedSupport
 
@@ -147,4 +147,4 @@ class HypercornSupport(SupervisedSupport):
             return None
         # Its own stop cuts requests that arrive as it begins: no new connection here,
         # the door drains, then SIGTERM to the master.
-        return AcceptNoMore(TerminateMaster(master, drains=False), loop)
+        return StopAcceptingFirst(TerminateMaster(master, drains=False), loop)

@@ -15,7 +15,7 @@ from types import FrameType
 from typing import Any
 
 from .. import ending
-from ..stopping import AcceptNoMore, Stopper
+from ..stopping import StopAcceptingFirst, Stopper
 from .base import OpenGuard, Options, Server, SupervisedSupport
 
 
@@ -97,5 +97,5 @@ class UvicornSupport(SupervisedSupport):
     def asgi_stopper(self, master: int | None, loop: Any) -> Stopper | None:
         server = _serving()
         if master is None and server is not None:
-            return AcceptNoMore(SetShouldExit(server), loop)
+            return StopAcceptingFirst(SetShouldExit(server), loop)
         return None  # uvicorn --workers: SIGTERM to the master, which drains them
