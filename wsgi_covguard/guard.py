@@ -32,7 +32,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Self
 
 from . import ending
 from .control import LiveControls
@@ -56,6 +57,21 @@ __all__ = ["Door", "Guard"]
 #: Seconds past the stop's deadline that the process is given to end by itself, before it
 #: is ended with its data saved (see :meth:`Guard._end_at_the_latest`).
 LAST_GRACE = 0.5
+
+
+@dataclass(frozen=True)
+class Core:
+    """What a door is built on in-process (:meth:`Door.in_process`): the ``session``, the
+    ``siblings`` commands reach (default: this process alone), the ``stopper`` a
+    shutdown calls (default: the server's, found from the request)."""
+
+    session: CoverageSession
+    siblings: Siblings | None = None
+    stopper: Stopper | None = None
+
+
+def _given(stopper: Stopper, request: ControlRequest) -> Stopper:
+    return stopper
 
 
 class Guard:
@@ -93,9 +109,6 @@ class Guard:
         self.routes: Routes
         #: This process and, under a pre-fork server, its siblings (:meth:`open` sets it).
         self.group: Siblings | None = None
-        # Requests that arrived after the drain and before the server stopped:
-        # let them finish before the process ends (a server's threads may be daemons).
-        ending.on_exit_drain(functools.partial(self.drain, at_exit=True))
 
     @classmethod
     def open(
@@ -110,6 +123,7 @@ class Guard:
         name_of: Callable[[Any], str],
         stopper_of: Callable[[ControlRequest], Stopper],
         stop_accepting: Callable[[], object] | None = None,
+        core: Core | None = None,
     ) -> Guard | None:
         """A door's guard, with its routes; None without a token (the door is then inert).
 
@@ -118,14 +132,16 @@ class Guard:
         :func:`~wsgi_covguard.start` was given. ``stopper_of`` finds, from the shutdown
         request, how to stop the server serving it; ``stop_accepting``, how this process
         stops accepting connections when a sibling's stop asks it to
-        (:meth:`stop_accepting_and_drain`).
+        (:meth:`stop_accepting_and_drain`). ``core``: what to build on, in-process (the
+        session, the siblings, the stopper, given); the process itself is then left alone:
+        no signal handler, no exit step, no control socket, no line said.
         """
         for name, path in (("shutdown_path", shutdown_path), ("control_prefix", control_prefix)):
             if not path.startswith("/") or path.endswith("/") or len(path) < 2:
                 raise ConfigError(f"{name} {path!r} must start with '/' and not end with one")
         if drain_timeout < 0:
             raise ConfigError(f"drain_timeout {drain_timeout!r} must be 0 seconds or more")
-        session = get_session()
+        session = get_session() if core is None else core.session
         settings = Settings.read(token=token, allow_remote=allow_remote, autosave=autosave)
         if settings.token is None and session is not None and session.token is not None:
             # No token here nor in the environment: the one start() was given.
@@ -140,6 +156,9 @@ class Guard:
         session.remember_start_up()  # the app is imported: this is the start-up state
         guard = cls(session, drain_timeout=drain_timeout, name_of=name_of)
 
+        if core is not None and core.stopper is not None:
+            stopper_of = functools.partial(_given, core.stopper)
+
         def shutdown(request: ControlRequest) -> Answer:
             stopper = stopper_of(request)  # now, while the request is being served
             if not guard.stopping:  # who asked: the peer, never the token
@@ -152,19 +171,17 @@ class Guard:
             answer.after = lambda: guard.begin_shutdown(stopper)
             return answer
 
-        server = serving_here()
-        if server is not None:
-            server.opening()  # before siblings can see this process listen
-        group = Siblings(session)
+        if core is None:
+            server = serving_here()
+            if server is not None:
+                server.opening()  # before siblings can see this process listen
+        group = Siblings(session) if core is None or core.siblings is None else core.siblings
         if stop_accepting is not None:  # set before siblings can ask for it
             group.on_stop_accepting = functools.partial(
                 guard.stop_accepting_and_drain, stop_accepting=stop_accepting
             )
         group.on_deadline = guard.told_deadline
-        remember_master(prefork_here())
-        group.listen_if_prefork()
         guard.group = group
-        on_interrupt(guard.hurry)
         guard.routes = Routes(
             [
                 Route(shutdown_path, "POST", shutdown),
@@ -174,8 +191,21 @@ class Guard:
             token=settings.token,
             allow_remote=settings.allow_remote,
         )
-        guard.announce(shutdown_path)
+        if core is None:
+            guard._take_the_process(shutdown_path)
         return guard
+
+    def _take_the_process(self, shutdown_path: str) -> None:
+        """What a door does to the process it serves: note the master, hear the siblings,
+        stand in front of Ctrl-C, drain at exit, and say once that it measures."""
+        remember_master(prefork_here())
+        assert self.group is not None
+        self.group.listen_if_prefork()
+        on_interrupt(self.hurry)
+        # Requests that arrived after the drain and before the server stopped:
+        # let them finish before the process ends (a server's threads may be daemons).
+        ending.on_exit_drain(functools.partial(self.drain, at_exit=True))
+        self.announce(shutdown_path)
 
     def enter(self, request: Any, end: Callable[[], bool] | None = None) -> int:
         """Count ``request`` in flight; returns what :meth:`leave` needs back.
@@ -446,6 +476,45 @@ class Door:
         drain_timeout: float = 10.0,
         autosave: float | None = None,
     ) -> None:
+        self._build(app, token, shutdown_path, control_prefix, allow_remote, drain_timeout,
+                    autosave, core=None)  # fmt: skip
+
+    @classmethod
+    def in_process(
+        cls,
+        app: Any,
+        *,
+        session: CoverageSession,
+        siblings: Siblings | None = None,
+        stopper: Stopper | None = None,
+        token: str | None = None,
+        shutdown_path: str = SHUTDOWN_PATH,
+        control_prefix: str = CONTROL_PREFIX,
+        allow_remote: bool | None = None,
+        drain_timeout: float = 10.0,
+    ) -> Self:
+        """The door alone, on the ``session`` given (for tests, through
+        ``werkzeug.test.Client`` or an ASGI harness): ``siblings`` hear its commands
+        (default: this process alone), ``stopper`` is what a shutdown calls (default: the
+        server's, found from the request). The process is left alone: no signal handler,
+        no exit step, no control socket, no line said, no server hook."""
+        door = cls.__new__(cls)
+        door._build(app, token, shutdown_path, control_prefix, allow_remote, drain_timeout,
+                    None, core=Core(session, siblings, stopper))  # fmt: skip
+        return door
+
+    def _build(
+        self,
+        app: Any,
+        token: str | None,
+        shutdown_path: str,
+        control_prefix: str,
+        allow_remote: bool | None,
+        drain_timeout: float,
+        autosave: float | None,
+        *,
+        core: Core | None,
+    ) -> None:
         self.app = app
         self.shutdown_path = shutdown_path
         self.drain_timeout = drain_timeout
@@ -460,12 +529,13 @@ class Door:
             name_of=self._name_of,
             stopper_of=self._stopper_of,
             stop_accepting=self._stop_accepting,
+            core=core,
         )
         self.allow_remote = self._guard.routes.allow_remote if self._guard else False
-        if self._guard is not None:
-            self._opened(self._guard)
-        else:
+        if self._guard is None:
             self._inert()
+        elif core is None:
+            self._opened(self._guard)
 
     #: How this process stops accepting connections when a sibling's stop asks it to
     #: (:meth:`Guard.stop_accepting_and_drain`); None: it is not asked (WSGI servers stop
