@@ -109,6 +109,9 @@ class Guard:
         self.routes: Routes
         #: This process and, under a pre-fork server, its siblings (:meth:`open` sets it).
         self.group: Siblings | None = None
+        #: False for a guard built in-process (:meth:`Door.in_process`): it never ends the
+        #: process (:meth:`_end_at_the_latest`).
+        self.owns_process = True
 
     @classmethod
     def open(
@@ -193,6 +196,8 @@ class Guard:
         )
         if core is None:
             guard._take_the_process(shutdown_path)
+        else:
+            guard.owns_process = False
         return guard
 
     def _take_the_process(self, shutdown_path: str) -> None:
@@ -272,7 +277,7 @@ class Guard:
             self._stopping = True
             if first:
                 self._deadline = deadline
-        if first:
+        if first and self.owns_process:
             start_thread(self._end_at_the_latest, name="covguard-deadline")
 
     def hurry(self) -> bool:
