@@ -1,10 +1,16 @@
-"""What every server module provides, and what its launcher returns.
+"""What every server module provides: everything wsgi_covguard knows of one server.
 
 A server module (``servers/<name>.py``) holds one :class:`ServerSupport`: which
 module the server needs and which extra installs it, what kind of application it
-serves, whether ``--workers`` applies, and how ``covguard serve`` launches it. The
-registry (:mod:`wsgi_covguard.servers`) imports it by its dotted name when that
-server is used, as gunicorn loads its worker classes.
+serves, whether ``--workers`` applies, and how ``covguard serve`` launches it; and,
+for a process serving under it however it was started (``covguard serve`` or the
+server's own command line), how that process knows (``serving_here``,
+``prefork_here``, ``master_at_open``), whether it must be refused, how the doors
+stop it (``wsgi_stopper``, ``asgi_stopper``) and its quirks (``opening``,
+``asgi_opened``, ``client_gone``, ``cuts_streams``). Every hook has a default that
+does nothing special: a server that needs none is served by the generic mechanisms.
+The registry (:mod:`wsgi_covguard.servers`) imports a module by its dotted name when
+its server is used, as gunicorn loads its worker classes.
 """
 
 from __future__ import annotations
