@@ -74,6 +74,7 @@ def test_serve_measures_what_coverage_run_measures(
     assert measured_lines(project, "httpbin") == httpbin_reference
 
 
+@pytest.mark.core_independent
 def test_a_factory_is_called(project: Path, serve: type[CovguardServe]) -> None:
     live = serve(["notwsgi:factory()"])
     assert live.get("/get").status_code == 200
@@ -95,6 +96,7 @@ def test_serve_stops_cleanly_and_saves_on_signals(
     assert decoded in measured_lines(project, "httpbin")["httpbin/core.py"], "the request's line"
 
 
+@pytest.mark.core_independent
 def test_without_a_token_serve_writes_one_only_the_user_can_read(
     project: Path, serve: type[CovguardServe]
 ) -> None:
@@ -129,6 +131,7 @@ def test_shutdown_command_stops_the_server_and_waits(
     assert data_files(project)
 
 
+@pytest.mark.core_independent
 def test_shutdown_command_with_a_wrong_token_fails_and_stops_nothing(
     project: Path, serve: type[CovguardServe]
 ) -> None:
@@ -174,6 +177,7 @@ def test_run_serves_runs_stops_combines_and_reports(project: Path) -> None:
     assert data_files(project) == [], "combined into .coverage"
 
 
+@pytest.mark.core_independent
 def test_run_exits_with_the_commands_status(project: Path) -> None:
     done = covguard_run(project, PY, "-c", CLIENT.format(3))
     assert done.returncode == 3
@@ -193,6 +197,7 @@ def test_run_fails_under_the_bar_with_one_line(project: Path) -> None:
     assert (project / "html" / "index.html").exists()
 
 
+@pytest.mark.core_independent
 def test_run_says_so_when_the_server_dies_before_listening(project: Path) -> None:
     done = covguard_run(project, PY, "-c", "pass")
     assert done.returncode == 0
@@ -237,12 +242,14 @@ ERRORS = {
 }  # fmt: skip
 
 
+@pytest.mark.core_independent
 @pytest.mark.parametrize("case", list(ERRORS))
 def test_start_up_errors_are_one_line(case: str, project: Path) -> None:
     args, env, expected = ERRORS[case]
     assert_one_line_error(project, args, env, expected)
 
 
+@pytest.mark.core_independent
 def test_a_busy_port_is_one_line(project: Path, busy_port: int) -> None:
     assert_one_line_error(
         project, ["httpbin:app", "--port", str(busy_port)], {}, [f"port {busy_port}", "--port 0"]

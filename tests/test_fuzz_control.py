@@ -52,6 +52,9 @@ paths = st.one_of(
         ["upper", "slash", "double", "dots", "dot", "encoded", "query", "prefix"])),
     st.text(alphabet=SAFE, max_size=60).map(lambda text: "/" + text),
 )  # fmt: skip
+
+#: What these check is the door's and the server's, the same on every core: one Python.
+pytestmark = pytest.mark.core_independent
 wrong_credentials = st.one_of(
     st.none(),
     st.just("Bearer"),

@@ -207,23 +207,7 @@ def _http(path: str, method: str = "GET", headers: dict[str, str] | None = None)
 
 def call_asgi(app: Any, scope: dict[str, Any]) -> tuple[int, bytes]:
     """One HTTP request through ``app``, on an event loop of its own."""
-    sent: list[dict[str, Any]] = []
-
-    async def run() -> None:
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        await app(scope, receive, send)
-
-    asyncio.run(run())
-    status = next(message["status"] for message in sent if message["type"] == "http.response.start")
-    body = b"".join(
-        message.get("body", b"") for message in sent if message["type"] == "http.response.body"
-    )
-    return status, body
+    return asyncio.run(_one_request(app, scope))
 
 
 def test_the_asgi_door_passes_the_app_through_and_answers_its_routes(
@@ -253,3 +237,63 @@ def test_the_process_is_left_alone(session: CoverageSession, stopper: Recorded) 
     assert set(threading.enumerate()) == threads
     assert atexit._ncallbacks() == steps
     assert not session.announced
+
+
+async def deaf_websocket(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Accepts, then only waits: an app that never hears that its client left."""
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    await asyncio.Event().wait()
+
+
+def test_a_websocket_open_at_the_deadline_is_closed_1012_and_the_stop_goes_on(
+    session: CoverageSession, stopper: Recorded
+) -> None:
+    door = CovGuardASGI.in_process(deaf_websocket, session=session, stopper=stopper,
+                                   token=TOKEN, drain_timeout=0.3)  # fmt: skip
+    sent: list[dict[str, Any]] = []
+
+    async def run() -> None:
+        incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        incoming.put_nowait({"type": "websocket.connect"})
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {**_http("/ws"), "type": "websocket", "subprotocols": []}
+        socket = asyncio.create_task(door(scope, incoming.get, send))
+        while not sent:
+            await asyncio.sleep(0.01)
+        status, _ = await asyncio.to_thread(
+            call_asgi_on, door, _http("/__shutdown__", "POST", BEARER), asyncio.get_running_loop()
+        )
+        assert status == 202
+        await asyncio.wait_for(socket, 10)  # the door ended the app's call
+
+    asyncio.run(run())
+    assert sent[0] == {"type": "websocket.accept"}
+    assert sent[-1] == {"type": "websocket.close", "code": 1012}
+    assert stopper.called.wait(10), "the stop went on"
+
+
+def call_asgi_on(
+    app: Any, scope: dict[str, Any], loop: asyncio.AbstractEventLoop
+) -> tuple[int, bytes]:
+    """One HTTP request through ``app`` on the running ``loop`` (from another thread)."""
+    future = asyncio.run_coroutine_threadsafe(_one_request(app, scope), loop)
+    return future.result(timeout=10)
+
+
+async def _one_request(app: Any, scope: dict[str, Any]) -> tuple[int, bytes]:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    status = next(message["status"] for message in sent if "status" in message)
+    body = b"".join(message.get("body", b"") for message in sent)
+    return status, body

@@ -14,6 +14,9 @@ import pytest
 import requests
 from live import BIN, TOKEN, RunningServer, free_port
 
+#: What these check is the door's and the server's, the same on every core: one Python.
+pytestmark = pytest.mark.core_independent
+
 MOUNTED = """\
 import wsgi_covguard
 wsgi_covguard.start()

@@ -29,6 +29,9 @@ from wsgi_covguard.asgi import _control_request as asgi_request
 from wsgi_covguard.messages import Answer
 from wsgi_covguard.middleware import _control_request as wsgi_request
 
+#: What these check is the door's and the server's, the same on every core: one Python.
+pytestmark = pytest.mark.core_independent
+
 REMOTE = "10.9.8.7"  # a peer outside loopback: only ever an address in a dict here
 
 

@@ -436,6 +436,9 @@ STALLING_ENTRY = """\
 import wsgi_covguard
 wsgi_covguard.start()
 from plainapp import app
+
+#: What these check is the door's and the server's, the same on every core: one Python.
+pytestmark = pytest.mark.core_independent
 application = wsgi_covguard.CovGuard(app, drain_timeout=2)
 """
 

@@ -14,8 +14,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 import requests
 from live import BIN, DASHBOARD, FLASK_EXAMPLE, TOKEN, CovguardServe
+
+#: What these check is the door's and the server's, the same on every core: one Python.
+pytestmark = pytest.mark.core_independent
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 BASIC = ("anyone", DASHBOARD)
