@@ -82,8 +82,10 @@ def family(name: str) -> ServerSupport:
     return support()
 
 
-def _families() -> list[ServerSupport]:
-    return [family(name) for name in (*SERVERS, *REFUSED)]
+@functools.cache
+def _families() -> tuple[ServerSupport, ...]:
+    """Every server known, its module imported (once): what the questions below ask."""
+    return tuple(family(name) for name in (*SERVERS, *REFUSED))
 
 
 def serving_here() -> ServerSupport | None:
