@@ -7,12 +7,14 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
-from types import FrameType
+from types import FrameType, TracebackType
 from typing import Any
 
 from .. import ending
 from ..stopping import Stopper, TerminateMaster, checked_master
+from ..threads import start_thread
 from .base import Options, Server, SupervisedSupport
 
 
@@ -118,9 +120,19 @@ def _ask_again(unraisable: Any) -> None:
 
     Not from here: the handler would run at once, in this hook, and be lost again.
     """
-    if isinstance(unraisable.exc_value, SystemExit):
-        again = threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGTERM))
-        again.daemon = True
-        again.start()
+    if _raised_by(unraisable.exc_traceback, _end_booting_worker):
+        start_thread(_terminate_soon, name="covguard-ask-again")
         return
     _kept_hook(unraisable)
+
+
+def _terminate_soon() -> None:
+    time.sleep(0.1)  # the callback is over, the main thread back in plain code
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _raised_by(traceback: TracebackType | None, function: Callable[..., Any]) -> bool:
+    """True if the exception of ``traceback`` was raised in ``function`` (its last frame)."""
+    while traceback is not None and traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    return traceback is not None and traceback.tb_frame.f_code is function.__code__
