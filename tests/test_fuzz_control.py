@@ -23,6 +23,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from live import BIN, DASHBOARD, TEST_APPS, TOKEN, CovguardServe, data_files
 
+#: What these check is the door's and the server's, the same on every core: one Python.
+pytestmark = pytest.mark.core_independent
+
 ROUTES = ["/__shutdown__", "/__coverage__/save", "/__coverage__/reset", "/__coverage__/context",
           "/__coverage__/status", "/__coverage__/data", "/__coverage__/snapshot",
           "/__coverage__/", "/__coverage__/summary", "/__coverage__/snapshots",
@@ -53,8 +56,6 @@ paths = st.one_of(
     st.text(alphabet=SAFE, max_size=60).map(lambda text: "/" + text),
 )  # fmt: skip
 
-#: What these check is the door's and the server's, the same on every core: one Python.
-pytestmark = pytest.mark.core_independent
 wrong_credentials = st.one_of(
     st.none(),
     st.just("Bearer"),

@@ -26,6 +26,9 @@ from live import BIN, DASHBOARD, FLASK_EXAMPLE, ROOT, TEST_APPS, TOKEN, Covguard
 from wsgi_covguard import dashboard_password
 from wsgi_covguard.pytest_plugin import LiveServer as PluginServer
 
+#: What these check is the door's and the server's, the same on every core: one Python.
+pytestmark = pytest.mark.core_independent
+
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 BASIC = ("anyone", DASHBOARD)
 ENV = {**os.environ, "COVGUARD_TOKEN": TOKEN}
@@ -437,8 +440,6 @@ import wsgi_covguard
 wsgi_covguard.start()
 from plainapp import app
 
-#: What these check is the door's and the server's, the same on every core: one Python.
-pytestmark = pytest.mark.core_independent
 application = wsgi_covguard.CovGuard(app, drain_timeout=2)
 """
 
