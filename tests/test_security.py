@@ -439,7 +439,6 @@ STALLING_ENTRY = """\
 import wsgi_covguard
 wsgi_covguard.start()
 from plainapp import app
-
 application = wsgi_covguard.CovGuard(app, drain_timeout=2)
 """
 
