@@ -630,3 +630,37 @@ def test_the_shutdown_goes_on_under_a_server_that_never_calls_close() -> None:
     assert status == ["202 ACCEPTED"]
     assert not ran.is_set(), "not before the body is handed over"
     assert ran.wait(timeout=10), "the stop began without close()"
+
+
+def test_a_worker_saved_for_good_takes_a_late_ctrl_c_quietly(tmp_path: Path) -> None:
+    """A multiprocessing child joins its threads after its finalizers (our last save): a
+    Ctrl-C landing there printed a KeyboardInterrupt traceback (a uvicorn worker, once,
+    in the full suite beside two busy loops)."""
+    import subprocess
+
+    (tmp_path / "late.py").write_text(
+        textwrap.dedent(f"""
+        import glob, multiprocessing, os, signal, threading, time
+
+        def child():
+            import wsgi_covguard
+            wsgi_covguard.start(token="{"t" * 24}")
+            threading.Thread(target=time.sleep, args=(2,)).start()  # joined at the very end
+
+        if __name__ == "__main__":
+            worker = multiprocessing.get_context("spawn").Process(target=child)
+            worker.start()
+            deadline = time.monotonic() + 20
+            while not glob.glob(".coverage.*") and time.monotonic() < deadline:
+                time.sleep(0.02)  # until its last save is written
+            time.sleep(0.2)
+            os.kill(worker.pid, signal.SIGINT)
+            worker.join()
+            print("exit", worker.exitcode)
+    """)
+    )
+    done = subprocess.run(
+        [sys.executable, "late.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.strip() == "exit 0", done.stderr
+    assert "Traceback" not in done.stderr, done.stderr

@@ -17,7 +17,8 @@ path; the process then leaves, and at its exit, in this order:
    handlers, whose lines are measured too. A multiprocessing child leaves through
    ``os._exit()``, past atexit: there it runs as multiprocessing's finalizer.
 5. :func:`die_of_at_exit`: a process that took over a signal to save first dies of it,
-   as its sender expects.
+   as its sender expects; a multiprocessing child, saved for good, ignores Ctrl-C while
+   it joins its threads.
 
 The signals, all set here (:func:`handle`), only from the main thread:
 
@@ -122,6 +123,7 @@ def save_on_every_way_out(session: Finishing) -> None:
         import multiprocessing.util
 
         multiprocessing.util.Finalize(None, session.finish, exitpriority=10)
+        multiprocessing.util.Finalize(None, _saved_for_good, exitpriority=9)
         multiprocessing.util.Finalize(None, _exit_unsaved, (session,), exitpriority=-100)
     if threading.current_thread() is not threading.main_thread():
         return  # signal handlers can only be set from the main thread
@@ -208,6 +210,17 @@ def _run_last() -> None:
     for signum in _dying[:1]:
         handle(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
+
+
+def _saved_for_good() -> None:
+    """A multiprocessing child, saved for good, ignores Ctrl-C from now on.
+
+    Its last step, joining its threads (an executor's among them), comes after its
+    finalizers: a Ctrl-C landing there, in a worker whose stop was over (a terminal's
+    SIGINT reaches every process), printed a ``KeyboardInterrupt`` traceback."""
+    for signum in (signal.SIGINT, signal.SIGQUIT):
+        if callable(signal.getsignal(signum)):
+            handle(signum, signal.SIG_IGN)
 
 
 def _exit_unsaved(session: Finishing) -> None:
