@@ -210,6 +210,7 @@ def test_names_labels_and_nesting_never_fail_escape_or_leak(
 )
 @given(content=st.text(max_size=200))
 @example(content="\r0")  # a blank first line, as a text file reads it: no token
+@example(content="127.")  # a part of the server's URL, which the answer names
 def test_any_token_file_is_a_clean_answer(
     trusted: tuple[CovguardServe, Path], content: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -228,5 +229,6 @@ def test_any_token_file_is_a_clean_answer(
     assert done.returncode == (0 if first == TOKEN else 1 if first else 2), done.stderr
     assert "Traceback" not in done.stderr
     secret = content.strip()
+    said = (done.stdout + done.stderr).replace(live.url, "<url>")  # "127." is no secret there
     if secret and len(secret) > 3:
-        assert secret not in done.stdout + done.stderr, "the token given is never echoed"
+        assert secret not in said, "the token given is never echoed"
