@@ -50,7 +50,7 @@ class ControlRequest(Request):
     ) -> None:
         super().__init__(method, "http", None, root_path, path, query_string, headers, remote_addr)
         # As the server gives it: "post" is not POST (RFC 9110: methods are case-sensitive;
-        # werkzeug's Request would upper-case it). a server may upper-case methods itself:
+        # werkzeug's Request would upper-case it). A server may upper-case methods itself:
         # there a "post" arrives as POST and is served as one. Harmless: it needs the
         # token all the same, it is just not refused as the other method it is.
         self.method = method

@@ -158,8 +158,8 @@ class _Tracked:
             self.__del__()
 
     def __del__(self) -> None:
-        # Also when the server drops the response without close(): werkzeug
-        # skips it when the client resets the connection. A request counted in
+        # Also when the server drops the response without close(): a threaded
+        # server may skip it when the client resets the connection. A request counted in
         # flight forever would hold every shutdown for its whole drain_timeout.
         guard, self._guard = self._guard, None
         if guard is not None:
@@ -215,9 +215,9 @@ def _response(answer: Answer) -> Response:
 class _BodyThen:
     """A one-chunk body that runs ``action`` once it is written.
 
-    Stopping before the body is on the wire lost the response on werkzeug, so
-    ``action`` runs when the server comes back for the next chunk (the body is
-    written by then) or, failing that, from ``close()``. werkzeug skips
+    Stopping before the body is on the wire lost the response on a threaded
+    server, so ``action`` runs when the server comes back for the next chunk (the
+    body is written by then) or, failing that, from ``close()``. A server may skip
     ``close()`` when the client resets the connection after reading, so close
     alone is not enough; and a server may stop at ``Content-Length`` and never call
     ``close()`` (against PEP 3333): the action runs half a second after the body was
