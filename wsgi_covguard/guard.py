@@ -481,8 +481,9 @@ class Door:
         drain_timeout: float = 10.0,
         autosave: float | None = None,
     ) -> None:
-        self._build(app, token, shutdown_path, control_prefix, allow_remote, drain_timeout,
-                    autosave, core=None)  # fmt: skip
+        self._build(app, None, token=token, shutdown_path=shutdown_path,
+                    control_prefix=control_prefix, allow_remote=allow_remote,
+                    drain_timeout=drain_timeout, autosave=autosave)  # fmt: skip
 
     @classmethod
     def in_process(
@@ -504,33 +505,21 @@ class Door:
         server's, found from the request). The process is left alone: no signal handler,
         no exit step, no control socket, no line said, no server hook."""
         door = cls.__new__(cls)
-        door._build(app, token, shutdown_path, control_prefix, allow_remote, drain_timeout,
-                    None, core=Core(session, siblings, stopper))  # fmt: skip
+        door._build(app, Core(session, siblings, stopper), token=token,
+                    shutdown_path=shutdown_path, control_prefix=control_prefix,
+                    allow_remote=allow_remote, drain_timeout=drain_timeout,
+                    autosave=None)  # fmt: skip
         return door
 
-    def _build(
-        self,
-        app: Any,
-        token: str | None,
-        shutdown_path: str,
-        control_prefix: str,
-        allow_remote: bool | None,
-        drain_timeout: float,
-        autosave: float | None,
-        *,
-        core: Core | None,
-    ) -> None:
+    def _build(self, app: Any, core: Core | None, **options: Any) -> None:
+        """The door on ``app``, its ``options`` those of :meth:`Guard.open` (``core``:
+        built in-process, see :meth:`in_process`)."""
         self.app = app
-        self.shutdown_path = shutdown_path
-        self.drain_timeout = drain_timeout
+        self.shutdown_path: str = options["shutdown_path"]
+        self.drain_timeout: float = options["drain_timeout"]
         # None when inert (no token): everything goes straight to the app.
         self._guard = Guard.open(
-            token=token,
-            shutdown_path=shutdown_path,
-            control_prefix=control_prefix,
-            allow_remote=allow_remote,
-            drain_timeout=drain_timeout,
-            autosave=autosave,
+            **options,
             name_of=self._name_of,
             stopper_of=self._stopper_of,
             stop_accepting=self._stop_accepting,
