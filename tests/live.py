@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import select
 import shutil
 import signal
@@ -50,9 +51,41 @@ AS_IN_A_TERMINAL = [
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port on 127.0.0.1 that no other server of the suite is given meanwhile.
+
+    ``bind(0)`` picks at random among the kernel's ~14000 odd ephemeral ports: one pick
+    in 10000 repeated one of the nine before it, and two xdist workers given the same port
+    before either server bound it sent one test's requests to the other's server
+    (``Connection refused`` once that one stopped). Each worker takes its ports in turn
+    from a block of its own below the ephemeral range, skipping those in use.
+    """
+    global _next_port
+    if _next_port == 0:
+        worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+        first = _PORTS_BELOW - _PORT_BLOCK * (1 + worker % 8)
+        _next_port = first + random.randrange(_PORT_BLOCK)  # apart from a concurrent suite
+    for _ in range(_PORT_BLOCK):
+        port, _next_port = _next_port, _next_port + 1
+        if _next_port % _PORT_BLOCK == _PORTS_BELOW % _PORT_BLOCK:
+            _next_port -= _PORT_BLOCK  # the block's end: round again
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use (or in TIME_WAIT): the next one
+            return port
+    raise AssertionError(f"no free port left in this worker's block below {_PORTS_BELOW}")
+
+
+def _ephemeral_start() -> int:
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+        return int(ports.read().split()[0])
+
+
+#: Ports under the ephemeral range (32768 by default), 8 blocks of 1500, one per worker.
+_PORTS_BELOW = min(_ephemeral_start(), 32768)
+_PORT_BLOCK = 1500
+_next_port = 0
 
 
 class RunningServer:

@@ -400,13 +400,7 @@ app = wsgi_covguard.CovGuardASGI(notesapi.api)
 def test_a_uvicorn_worker_stopped_while_it_boots_keeps_its_data(
     how: str, plainapp: Path, servers: Callable[..., RunningServer]
 ) -> None:
-    (plainapp / "slow_second.py").write_text(SLOW_SECOND)
-    (plainapp / ".coveragerc").write_text("[run]\nsource_pkgs = notesapi\n")
-    port = free_port()
-    argv = [str(BIN / "uvicorn"), "slow_second:app", "--workers", "2", "--host", "127.0.0.1",
-            "--port", str(port)]  # fmt: skip
-    live = servers(argv, cwd=plainapp, port=port).wait_listening()
-    assert live.get("/hello").json() == {"hello": "world"}  # the first worker serves
+    live = _two_uvicorn_workers(plainapp, SLOW_SECOND, servers)  # the first serves
     workers = children(live.pid)
     # uvicorn catches the worker's SIGTERM while it boots and raised it again once stopped,
     # with the default handler back: the worker died past its last save.
@@ -415,3 +409,50 @@ def test_a_uvicorn_worker_stopped_while_it_boots_keeps_its_data(
     assert live.wait(timeout=30) in (0, 128 + signal.SIGTERM), live.output()
     assert len(data_files(plainapp)) == 2, live.output()  # each worker saved
     assert "Traceback" not in live.output()
+
+
+#: An entry point whose workers get their supervisor's SIGTERM once uvicorn has stopped
+#: serving and before the final save: multiprocessing's finalizers run in that order.
+TERM_AFTER_THE_STOP = """\
+import os, signal, time
+import multiprocessing.util
+import wsgi_covguard
+wsgi_covguard.start()
+import notesapi
+
+
+def supervisors_terminate():
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.5)
+
+
+multiprocessing.util.Finalize(None, supervisors_terminate, exitpriority=20)
+app = wsgi_covguard.CovGuardASGI(notesapi.api)
+"""
+
+
+def test_a_uvicorn_worker_terminated_after_its_server_stopped_keeps_its_data(
+    plainapp: Path, servers: Callable[..., RunningServer]
+) -> None:
+    live = _two_uvicorn_workers(plainapp, TERM_AFTER_THE_STOP, servers)
+    # uvicorn puts back the handlers it found once it has stopped: SIGTERM's default, in
+    # a worker that imported the app while serving. A Ctrl-C's terminate landing there
+    # ended the worker before its last save (one run in five of the full suite).
+    live.signal(signal.SIGINT)
+    assert live.wait(timeout=30) == 0, live.output()
+    assert len(data_files(plainapp)) == 2, live.output()
+    assert "Traceback" not in live.output()
+
+
+def _two_uvicorn_workers(
+    plainapp: Path, entry_point: str, servers: Callable[..., RunningServer]
+) -> RunningServer:
+    """``uvicorn entry:app --workers 2``, measuring notesapi, once a request was served."""
+    (plainapp / "entry.py").write_text(entry_point)
+    (plainapp / ".coveragerc").write_text("[run]\nsource_pkgs = notesapi\n")
+    port = free_port()
+    argv = [str(BIN / "uvicorn"), "entry:app", "--workers", "2", "--host", "127.0.0.1",
+            "--port", str(port)]  # fmt: skip
+    live = servers(argv, cwd=plainapp, port=port).wait_listening()
+    assert live.get("/hello").json() == {"hello": "world"}
+    return live

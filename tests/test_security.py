@@ -21,7 +21,17 @@ from pathlib import Path
 
 import pytest
 import requests
-from live import BIN, DASHBOARD, FLASK_EXAMPLE, ROOT, TEST_APPS, TOKEN, CovguardServe, data_files
+from live import (
+    BIN,
+    DASHBOARD,
+    FLASK_EXAMPLE,
+    ROOT,
+    TEST_APPS,
+    TOKEN,
+    CovguardServe,
+    data_files,
+    free_port,
+)  # fmt: skip
 
 from wsgi_covguard import dashboard_password
 from wsgi_covguard.pytest_plugin import LiveServer as PluginServer
@@ -448,7 +458,7 @@ def test_a_stalling_client_holds_the_stop_at_most_drain_timeout(stall: str, tmp_
     app = tmp_path / "app"
     shutil.copytree(TEST_APPS, app)
     (app / "stalling.py").write_text(STALLING_ENTRY)
-    port = _free_port()
+    port = free_port()
     script = ("import stalling; from werkzeug.serving import run_simple;"
               f" run_simple('127.0.0.1', {port}, stalling.application, threaded=True)")  # fmt: skip
     server = subprocess.Popen(
@@ -483,12 +493,6 @@ def test_a_stalling_client_holds_the_stop_at_most_drain_timeout(stall: str, tmp_
     if stall == "in-the-app":
         assert "covguard: cut GET /slow: still running at drain_timeout=2s" in output, output
     assert data_files(app), "and the data was saved"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_listening(port: int) -> None:

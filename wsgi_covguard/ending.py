@@ -55,6 +55,7 @@ __all__ = [
     "on_exit_drain",
     "remove_at_exit",
     "save_on_every_way_out",
+    "save_then_die",
     "saving",
 ]
 
@@ -130,14 +131,18 @@ def save_on_every_way_out(session: Finishing) -> None:
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         handle(signal.SIGINT, signal.default_int_handler)
 
-    def save_then_die(signum: int, frame: FrameType | None) -> None:
-        session.finish()
-        handle(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-
     for signum in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(signum) is signal.SIG_DFL:
             handle(signum, save_then_die)
+
+
+def save_then_die(signum: int, frame: FrameType | None) -> None:
+    """The handler of an ending signal whose default action would lose the data: the final
+    save, then the process dies of the signal, as its sender expects."""
+    for session in _final:
+        session.finish()
+    handle(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 @contextlib.contextmanager

@@ -8,9 +8,11 @@ the session has finished and saved (:meth:`UvicornSupport.asgi_opened`).
 
 from __future__ import annotations
 
+import gc
 import signal
 import socket
 import threading
+import types
 from types import FrameType
 from typing import Any
 
@@ -42,6 +44,27 @@ def _serving() -> Any | None:
     server = getattr(handler, "__self__", None)
     if getattr(handler, "__name__", "") == "handle_exit" and hasattr(server, "should_exit"):
         return server
+    return None
+
+
+def _put_back_at_the_stop(server: Any) -> dict[int, Any] | None:
+    """The handlers ``server.capture_signals()`` puts back once the server has stopped.
+
+    uvicorn keeps them in a local, ``original_handlers``, of that generator, suspended
+    while the server serves. Nothing refers to it but the server's running coroutine, so
+    it is looked for among every object the garbage collector follows (30 ms with Django
+    imported; once per process, when the app opens). ``type() is``: a lazy object of the
+    app's (Django's settings) would evaluate itself for ``isinstance``.
+    """
+    from uvicorn.server import Server
+
+    code = getattr(getattr(Server.capture_signals, "__wrapped__", None), "__code__", None)
+    for held in gc.get_objects():
+        if type(held) is types.GeneratorType and held.gi_code is code and held.gi_frame:
+            names = held.gi_frame.f_locals
+            handlers = names.get("original_handlers")
+            if names.get("self") is server and isinstance(handlers, dict):
+                return handlers
     return None
 
 
@@ -93,6 +116,13 @@ class UvicornSupport(SupervisedSupport):
         if isinstance(captured, list) and signal.SIGTERM in captured:
             captured[:] = [signum for signum in captured if signum != signal.SIGTERM]
             graceful(signal.SIGTERM, None)  # (twice, seen)
+        # And once stopped, uvicorn puts back the handlers it found: SIGTERM's default,
+        # where the app was imported while it served (a worker). A supervisor's SIGTERM
+        # arriving then, before the final save (a worker's Ctrl-C stop: the supervisor
+        # terminates each worker as well), ended the worker with its data.
+        restored = _put_back_at_the_stop(server)
+        if restored is not None and restored.get(signal.SIGTERM) is signal.SIG_DFL:
+            restored[signal.SIGTERM] = ending.save_then_die
 
     def asgi_stopper(self, master: int | None, loop: Any) -> Stopper | None:
         server = _serving()
