@@ -132,6 +132,43 @@ def test_a_second_signal_during_the_save_waits_for_it(
     assert "Traceback" not in live.output()
 
 
+#: A WSGI entry point with a thread of the app's that outlives the server 2 s: the process's
+#: exit joins it, and a quick stop comes meanwhile.
+LINGERING = """\
+import threading, time
+import wsgi_covguard
+wsgi_covguard.start()
+from plainapp import app
+
+
+def linger():
+    while threading.main_thread().is_alive():
+        time.sleep(0.05)
+    time.sleep(2)
+
+
+threading.Thread(target=linger).start()
+application = wsgi_covguard.CovGuard(app)
+"""
+
+
+def test_a_quick_stop_while_the_workers_join_their_threads_is_no_traceback(
+    plainapp: Path, servers: Callable[..., RunningServer]
+) -> None:
+    (plainapp / "lingering.py").write_text(LINGERING)
+    port = free_port()
+    live = servers(gunicorn(port, "lingering"), cwd=plainapp, port=port).wait_listening()
+    wait_workers_measuring(live, 2)
+    live.signal(signal.SIGTERM)
+    time.sleep(0.7)  # the workers' graceful stop over, their threads being joined
+    # Ctrl-C after SIGTERM: the master's quick stop, SIGQUIT to each worker, whose handler
+    # raised sys.exit inside threading._shutdown ("Exception ignored", a traceback).
+    live.signal(signal.SIGINT)
+    assert live.wait(timeout=20) == 0, live.output()
+    assert len(data_files(plainapp)) == 2, live.output()
+    assert "Traceback" not in live.output()
+
+
 def with_sighup(handler: str, argv: list[str]) -> list[str]:
     """``argv`` with SIGHUP at ``SIG_DFL`` (a terminal's) or ``SIG_IGN`` (``nohup``'s),
     whatever the suite itself inherited."""

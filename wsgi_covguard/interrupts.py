@@ -72,10 +72,19 @@ class _Interrupt:
 
     def __init__(self, previous: Any) -> None:
         self.previous = previous
+        self.while_leaving = 0
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         if [hurry for hurry in list(_hurries) if hurry()]:  # every guard of the process
             return
+        if _leaving(frame):
+            # The process is on its way out already, joining its threads or running its
+            # exit handlers: a pre-fork master's quick stop, sent to a worker whose graceful
+            # stop was over, raised the server's ``sys.exit`` there, a traceback. Once
+            # only: a second interrupt is a user's, out of an exit that hangs.
+            self.while_leaving += 1
+            if self.while_leaving == 1:
+                return
         previous = self.previous
         if previous is signal.SIG_IGN:
             return
@@ -84,3 +93,15 @@ class _Interrupt:
             os.kill(os.getpid(), signum)
             return
         previous(signum, frame)
+
+
+def _leaving(frame: FrameType | None) -> bool:
+    """True once the interpreter has begun to leave: in ``threading._shutdown`` (it joins
+    the threads, then marks the main thread stopped) or after it (the exit handlers)."""
+    if not threading.main_thread().is_alive():
+        return True
+    while frame is not None:
+        if frame.f_code is threading._shutdown.__code__:  # type: ignore[attr-defined]
+            return True
+        frame = frame.f_back
+    return False
