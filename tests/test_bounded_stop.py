@@ -152,9 +152,15 @@ def _cases() -> list[object]:
 
 
 def serving(
-    server: str, shape: str, folder: Path, servers: Callable[..., RunningServer], drain: float
+    server: str,
+    shape: str,
+    folder: Path,
+    servers: Callable[..., RunningServer],
+    drain: float,
+    launcher: list[str] | None = None,
 ) -> tuple[RunningServer, Client]:
-    """``server`` with ``drain_timeout=drain``, in the middle of a request of ``shape``."""
+    """``server`` with ``drain_timeout=drain``, in the middle of a request of ``shape``;
+    its command run by ``launcher`` (its arguments the server's) if given."""
     kind = "wsgi" if server in WSGI else "asgi"
     for name, text in ENTRIES.items():
         (folder / name).write_text(text.format(drain=drain))
@@ -163,6 +169,8 @@ def serving(
     wsgi_path, asgi_path, _ = SHAPES[shape]
     port = free_port()
     argv = (WSGI if kind == "wsgi" else ASGI)[server](port)
+    if launcher is not None:
+        argv = [*launcher, *argv[1:]]
     live = servers(argv, cwd=folder, port=port).wait_listening()
     client = Client(port, wsgi_path if kind == "wsgi" else asgi_path, slowly=shape == "slow reader")
     if shape != "slow handler":
@@ -211,6 +219,41 @@ def test_the_stop_ends_within_drain_timeout_whatever_still_runs(
                 f"ending it now, its data saved, cutting GET {path}",
                 "Killed 1 pending application instances")  # fmt: skip
         assert any(line in output for line in said), output
+
+
+#: granian's command line, its master running its stop handler 2 s late: a master under
+#: load, deterministically. (Not SIGSTOP: a signal sent right after SIGCONT may land in
+#: the master's watcher thread, and its main thread never runs the handler.)
+LATE_GRANIAN_MASTER = [
+    sys.executable, "-c",
+    "import sys, threading\n"
+    "from granian import cli\n"
+    "from granian.server.common import AbstractServer as Master\n"
+    "stop = Master.signal_handler_interrupt\n"
+    "Master.signal_handler_interrupt = lambda self, *_: threading.Timer(2, stop, [self]).start()\n"
+    "sys.argv[0] = 'granian'\n"
+    "sys.exit(cli.entrypoint())",
+]  # fmt: skip
+
+
+def test_ctrl_c_with_the_master_late_still_stops_the_workers_through_it(
+    plainapp: Path, servers: Callable[..., RunningServer]
+) -> None:
+    server = (
+        "granian (ASGI)"  # uvicorn's master, told to stop, takes its workers' ends as they come
+    )
+    live, client = serving(
+        server, "slow handler", plainapp, servers, drain=30.0, launcher=LATE_GRANIAN_MASTER
+    )
+    workers = children(live.pid)
+    assert live.shutdown().status_code == 202
+    # The terminal's Ctrl-C, to the master and its worker at once. A worker that ended (its
+    # data saved) half a second later, before its master had stopped it, was an "Unexpected
+    # exit from worker-1" to granian's master, which then exited 1.
+    for pid in still_draining(live.pid):
+        os.kill(pid, signal.SIGINT)
+    ended_cleanly(live, client, plainapp, server, "slow handler", timeout=15)
+    assert len(data_files(plainapp)) == len(workers), live.output()
 
 
 def still_draining(master: int) -> list[int]:

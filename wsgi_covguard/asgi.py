@@ -129,6 +129,9 @@ class CovGuardASGI(Door):
             if scope["type"] == "lifespan" and guard is not None:
                 self._loop = _asyncio_loop()
                 listen()  # in front of the handlers the server put in place since the import
+                server = serving_here()
+                if server is not None:
+                    server.asgi_serving()
                 if self._loop is None:
                     say(_no_asyncio(), logging.WARNING)
             await self.app(scope, receive, send)

@@ -306,7 +306,9 @@ class Guard:
         By then the door has ended what it could, and the server's own stop had its
         time: what holds the process still is a handler inside the app (a thread
         cannot be stopped from outside), or a server waiting for something of its own,
-        longer than the stop may last. Its clients see their connections closed.
+        longer than the stop may last. Its clients see their connections closed. The
+        server may ask for a last, bounded wait (a worker's master that must stop it
+        first: ``ending_early()`` in :mod:`.servers`).
         """
         assert self._deadline is not None
         while (left := self._deadline + LAST_GRACE - time.monotonic()) > 0:
@@ -320,6 +322,9 @@ class Guard:
             logging.WARNING,
         )
         error = self.session.finish()
+        server = serving_here()
+        if server is not None:
+            server.ending_early()
         logging.shutdown()
         with contextlib.suppress(Exception):
             sys.stdout.flush()

@@ -107,6 +107,14 @@ class ServerSupport:
     def asgi_opened(self, guard: OpenGuard) -> None:
         """The ASGI door measures (it has a token), in the thread that imported it."""
 
+    def asgi_serving(self) -> None:
+        """The server began the ASGI lifespan, in its loop: its own signal handlers are in
+        place by now."""
+
+    def ending_early(self) -> None:
+        """The guard ends this process at the stop's deadline, its data saved: what the
+        server expects first may be waited for here (bounded)."""
+
     def refusal(self) -> str | None:
         """Why this process must not be measured, if it serves under this server where
         the data would be partial (one line, naming what to use instead); else None."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -77,6 +78,47 @@ class GranianSupport(SupervisedSupport):
         if threading.current_thread() is threading.main_thread():
             ending.handle(signal.SIGTERM, _end_booting_worker)
 
+    def asgi_serving(self) -> None:
+        """In a worker, watch for its master's terminate (:meth:`ending_early`).
+
+        Not with a Python handler: once its own graceful stop began, the worker's main
+        thread waits inside granian's runtime, where no Python handler runs. The signal
+        module's wake-up descriptor is written to from the C handler, whatever the main
+        thread does: the loop's is set to ours, relayed to the loop's by a thread.
+        """
+        import multiprocessing
+
+        if multiprocessing.parent_process() is None or _relaying:
+            return
+        if threading.current_thread() is not threading.main_thread():
+            return
+        ours, relay_to = os.pipe()
+        os.set_blocking(relay_to, False)
+        loops = signal.set_wakeup_fd(relay_to, warn_on_full_buffer=False)
+        if loops == -1:  # no loop reads one: nothing to relay to, and nothing to watch
+            signal.set_wakeup_fd(-1)
+            os.close(ours)
+            os.close(relay_to)
+            return
+        # Its own copy: the loop closes its socket at the end, and the number may be reused.
+        _relaying.append(relay_to)
+        start_thread(_relay, ours, os.dup(loops), name="covguard-granian-signals")
+
+    def ending_early(self) -> None:
+        """A worker waits for its master's terminate (up to :data:`MASTER_LATE`) first.
+
+        granian's master takes a worker's end it did not ask for as a crash: "Unexpected
+        exit from worker-1", and it exits 1. A Ctrl-C reaches the master and its workers
+        together, and a master under load ran its handler more than half a second after
+        its worker had ended the drain, and itself. (A WSGI worker's main thread serves
+        inside granian: its master's terminate is not watched, and not waited for.)
+        """
+        master = os.getppid()
+        deadline = time.monotonic() + MASTER_LATE
+        while _relaying and not _stopped_by_master.wait(0.05):
+            if time.monotonic() > deadline or os.getppid() != master:
+                return  # the master is that late, or gone
+
     def wsgi_stopper(self, environ: Mapping[str, Any]) -> Stopper | None:
         """SIGTERM to the master, which terminates each worker: it finishes its requests
         and saves as multiprocessing ends it (a worker stopped behind the master's back
@@ -95,6 +137,24 @@ class GranianSupport(SupervisedSupport):
         # granian closes open websockets at once (1006) when its master stops it: the
         # door drains first. (Its listening sockets are its Rust runtime's, not the loop's.)
         return None if master is None else TerminateMaster(master, drains=False)
+
+
+#: How long a worker ended at the deadline waits for its master's terminate, at most.
+MASTER_LATE = 5.0
+#: Set in a worker once its master asked it to stop (SIGTERM, the master's terminate()).
+_stopped_by_master = threading.Event()
+#: The wake-up descriptor this process relays, once it does.
+_relaying: list[int] = []
+
+
+def _relay(ours: int, loops: int) -> None:
+    """Pass each signal number the C handler writes on to the loop's descriptor, noting
+    SIGTERM's."""
+    while data := os.read(ours, 512):
+        if signal.SIGTERM in data:
+            _stopped_by_master.set()
+        with contextlib.suppress(OSError):  # full (the loop no longer reads it): dropped
+            os.write(loops, data)
 
 
 def _end_booting_worker(signum: int, frame: FrameType | None) -> None:
