@@ -240,7 +240,7 @@ def test_simultaneous_shutdowns_stop_once_and_save_once(plainapp: Path) -> None:
         for thread in threads:
             thread.join(timeout=30)
         assert answers
-        assert set(answers) == {202}
+        assert set(answers) == {202}, "".join(live.stderr_lines())
         assert live.wait(timeout=10) == 0
         assert len(data_files(plainapp)) == 1
         assert line_of(plainapp, HELLO) in measured_lines(plainapp, "plainapp")["plainapp.py"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import subprocess
 import sys
 import textwrap
 import tomllib
@@ -664,3 +665,27 @@ def test_a_worker_saved_for_good_takes_a_late_ctrl_c_quietly(tmp_path: Path) -> 
     )
     assert done.stdout.strip() == "exit 0", done.stderr
     assert "Traceback" not in done.stderr, done.stderr
+
+
+#: A shutdown's answer body iterated while the interpreter exits (an atexit handler), where
+#: Python 3.12+ starts no thread: a second shutdown answered as the first one's stop ended
+#: the process was a 500.
+BODY_AT_EXIT = """\
+import atexit
+from wsgi_covguard.middleware import _BodyThen
+
+def answer():
+    body = _BodyThen(b"accepted", lambda: print("the stop's action ran"))
+    print(b"".join(body).decode())
+
+atexit.register(answer)
+"""
+
+
+def test_an_answer_whose_action_follows_its_body_is_whole_while_the_process_exits() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", BODY_AT_EXIT], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["the stop's action ran", "accepted"], done.stderr
+    assert "Traceback" not in done.stderr

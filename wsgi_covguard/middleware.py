@@ -23,6 +23,7 @@ client sees the connection close, as if the network had dropped it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import sys
@@ -230,7 +231,10 @@ class _BodyThen:
         self._lock = threading.Lock()
 
     def __iter__(self) -> Iterator[bytes]:
-        start_thread(self._close_later, name="covguard-after")
+        # An exiting interpreter starts no thread (Python 3.12+): a second shutdown answered
+        # while the first one's stop ends the process was a 500. Then close() alone.
+        with contextlib.suppress(RuntimeError):
+            start_thread(self._close_later, name="covguard-after")
         yield self._body
         self.close()
 
