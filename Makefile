@@ -25,7 +25,9 @@ PYTEST_ARGS ?= -n $(WORKERS)
 COVERAGE_OLDEST := 7.17.0
 VENV_OLDEST := .venv-coverage-$(COVERAGE_OLDEST)
 COVERAGE_PART_TESTS := tests/test_covcompat.py tests/test_entry_point.py tests/test_units.py \
-	tests/test_report_shortcuts.py tests/test_live_control.py tests/test_numbers.py
+	tests/test_report_shortcuts.py tests/test_live_control.py tests/test_numbers.py \
+	tests/test_sysmon_contexts.py \
+	tests/test_pytest_plugin.py::test_contexts_asked_of_a_server_are_recorded_whatever_its_core_or_refused
 CHROMIUM ?= /usr/bin/chromium
 
 .PHONY: setup demo demo-flask demo-bottle demo-pyramid demo-falcon demo-django demo-fastapi demo-django-asgi test lint venv chromium screenshot bench stress soak clean test-coverage-oldest test-fast

@@ -343,6 +343,10 @@ class CovguardServe:
         """What the server wrote to stderr so far."""
         return list(self._stderr_lines)
 
+    def output(self) -> str:
+        """What the server wrote to stderr so far, as :meth:`RunningServer.output`."""
+        return "".join(self._stderr_lines)
+
     def get(self, path: str, **kwargs: object) -> requests.Response:
         return requests.get(self.url + path, timeout=10, **kwargs)  # type: ignore[arg-type]
 
@@ -437,7 +441,9 @@ def children(pid: int) -> list[int]:
     return [int(child) for child in text.split()]
 
 
-def wait_workers_measuring(server: RunningServer, count: int, timeout: float = 20) -> list[int]:
+def wait_workers_measuring(
+    server: RunningServer | CovguardServe, count: int, timeout: float = 20
+) -> list[int]:
     """Wait until the master ``server`` has ``count`` workers, each measuring with its door
     open (its control socket): a worker still forking or booting when a signal comes has
     not begun (seen on a busy machine). Returns their pids."""

@@ -166,7 +166,8 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--contexts",
         action="store_true",
-        help="use a core that records dynamic contexts (per-test labels)",
+        help="record dynamic contexts (per-test labels): under sysmon on Python 3.12+ with"
+        " coverage>=7.18, else ctrace",
     )
     parser.add_argument(
         "--autosave",

@@ -82,10 +82,11 @@ class LiveControls:
 
     def context(self, request: ControlRequest) -> Answer:
         """Record every process's lines from now on under the context the body names."""
-        if not self.session.supports_contexts:
+        why_not = self.session.why_no_contexts
+        if why_not is not None:
             return json_answer(
-                {"error": f"the {self.session.core} core records no dynamic contexts;"
-                 " restart with `covguard serve --contexts` or start(contexts=True)"},
+                {"error": f"the {self.session.core} core records no dynamic contexts here:"
+                 f" {why_not}; or restart with `covguard serve --contexts`, which uses ctrace"},
                 409,
             )  # fmt: skip
         try:

@@ -15,7 +15,11 @@ it offers, and each need is met here and nowhere else:
   reporters and file names, parsers made elsewhere, the HTML pages' writer, and
   ``coverage.report_core``, ``coverage.results``, ``coverage.files``, ``coverage.parser``,
   ``coverage.python``, modules its documentation does not list;
-- **how many lines a data file holds**, read from its SQLite schema in one query.
+- **how many lines a data file holds**, read from its SQLite schema in one query;
+- **dynamic contexts under the sysmon core** (:func:`switch_context`, :func:`disarm`):
+  coverage.py's own switch, then every event re-armed; its tracers' tool id and code
+  objects (``Collector.tracers``, ``SysMonitor.myid``, ``code_objects``), and whether
+  its core already does it (``Coverage._core.supports_dynamic_contexts``).
 
 coverage.py says of its underscore names that they "might stop working at any point".
 :func:`check` looks for each one at start-up: a missing part without which the data
@@ -32,6 +36,7 @@ import contextlib
 import functools
 import os
 import sqlite3
+import sys
 from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
@@ -54,6 +59,7 @@ __all__ = [
     "add_pending",
     "check",
     "copy_measured",
+    "disarm",
     "drop_syntax_tree",
     "exclusion_regex",
     "forget_kind",
@@ -64,6 +70,8 @@ __all__ = [
     "pending_points",
     "remember_file_names",
     "reporting_doors",
+    "switch_context",
+    "sysmon_contexts",
     "thread_installer",
     "traced_name",
     "use_reporting_doors",
@@ -92,6 +100,7 @@ _OPTIONAL = {
     "InOrOut.should_trace": "measuring the entry point a server imports",
     "Collector.core.packed_arcs": "measuring the entry point a server imports, with arcs",
     "Coverage._file_mapper": "naming files once, not at every save",
+    "SysMonitor.myid and code_objects": "dynamic contexts under the sysmon core",
 }
 
 
@@ -112,8 +121,18 @@ def check(cov: coverage.Coverage) -> list[str]:
     return [
         f"coverage.py {version} has no {part}: no {what} (tested: coverage{SUPPORTED})"
         for part, what in _OPTIONAL.items()
-        if not found.get(part) and not (part == "Collector._installation_trace" and _sysmon(cov))
+        if not found.get(part) and _used(part, cov)
     ]
+
+
+def _used(part: str, cov: coverage.Coverage) -> bool:
+    """Whether ``cov``'s core uses ``part``: the tracer's installation is ctrace's, the
+    sysmon contexts sysmon's (and not where coverage.py records them itself)."""
+    if part == "Collector._installation_trace":
+        return not _sysmon(cov)
+    if part == "SysMonitor.myid and code_objects":
+        return _sysmon(cov) and not _sysmon_records_contexts(cov)
+    return True
 
 
 def _parts(cov: coverage.Coverage) -> dict[str, bool]:
@@ -143,11 +162,92 @@ def _parts(cov: coverage.Coverage) -> dict[str, bool]:
         ),
         "InOrOut.should_trace": callable(getattr(inorout, "should_trace", None)),
         "CoverageData._has_lines": has_lines,
+        "SysMonitor.myid and code_objects": _sysmon_parts(collector),
     }
+
+
+def _sysmon_parts(collector: Any) -> bool:
+    tracers = getattr(collector, "tracers", None)
+    return isinstance(tracers, list) and all(
+        isinstance(getattr(tracer, "myid", None), int)
+        and isinstance(getattr(tracer, "code_objects", None), list)
+        for tracer in tracers
+    )
 
 
 def _sysmon(cov: coverage.Coverage) -> bool:
     return str(dict(cov.sys_info()).get("core")) == "SysMonitor"
+
+
+# -- dynamic contexts under sysmon ---------------------------------------------------
+
+#: The first coverage.py whose flush takes a snapshot of the pending lines and removes only
+#: those (``Collector.flush_data``). Before, it wrote them, then cleared the sets: a line
+#: first run by another thread during a switch's write was lost, and never reported again.
+SYSMON_CONTEXTS_FROM = (7, 18)
+
+
+def sysmon_contexts(cov: coverage.Coverage | None = None) -> str | None:
+    """Why dynamic contexts cannot be recorded under sysmon here (by this coverage.py, or
+    by the started ``cov``, whatever its core); None if they can."""
+    if coverage.version_info[:2] < SYSMON_CONTEXTS_FROM:
+        first = ".".join(map(str, SYSMON_CONTEXTS_FROM))
+        return (
+            f"coverage.py {coverage.__version__} loses lines at a context switch under"
+            f" sysmon (install coverage>={first})"
+        )
+    ours = cov is not None and _sysmon(cov) and not _sysmon_records_contexts(cov)
+    if ours and not _sysmon_parts(getattr(cov, "_collector", None)):
+        return f"coverage.py {coverage.__version__} has no SysMonitor.myid or code_objects"
+    return None
+
+
+def switch_context(cov: coverage.Coverage, context: str) -> None:
+    """``cov.switch_context(context)``, and under sysmon every event re-armed.
+
+    coverage.py's switch writes the pending lines under the old context, on every core.
+    But sysmon's line callback disables its event once it has reported: a line would be
+    recorded under the first context that ran it, and never again. Re-armed
+    (``sys.monitoring.restart_events()``), each line reports once more, under the new
+    context: per-context lines equal ctrace's (tests/test_sysmon_contexts.py), at 0.3 to
+    1 ms a switch. ``restart_events`` is the interpreter's: a debugger or profiler sees
+    its own disabled events once more too.
+    """
+    cov.switch_context(context)
+    if _sysmon(cov) and not _sysmon_records_contexts(cov):
+        _monitoring().restart_events()
+
+
+def disarm(cov: coverage.Coverage) -> None:
+    """Before ``cov.stop()`` under sysmon: each code object's line events off.
+
+    ``stop()`` frees the tool id, but on Python 3.12 and 3.13 the events set on each
+    code object stay armed: re-armed by the switches, lines run after the stop (a
+    server's own shutdown, 47 of waitress's) were added to the last context at the next
+    save."""
+    if not _sysmon(cov):
+        return
+    monitoring = _monitoring()
+    collector: Any = getattr(cov, "_collector", None)
+    for tracer in getattr(collector, "tracers", []):
+        tool, codes = getattr(tracer, "myid", None), getattr(tracer, "code_objects", [])
+        if not isinstance(tool, int) or monitoring.get_tool(tool) is None:
+            continue
+        for code in list(codes):
+            with contextlib.suppress(ValueError):
+                monitoring.set_local_events(tool, code, 0)
+
+
+def _monitoring() -> Any:
+    """``sys.monitoring``: Python 3.12+, where the sysmon core is."""
+    return getattr(sys, "monitoring")  # noqa: B009 (unknown to mypy for 3.11)
+
+
+def _sysmon_records_contexts(cov: coverage.Coverage) -> bool:
+    """True once coverage.py's sysmon core records dynamic contexts itself: then ours
+    steps aside."""
+    core = getattr(cov, "_core", None)
+    return bool(getattr(core, "supports_dynamic_contexts", False))
 
 
 # -- the live data ------------------------------------------------------------------

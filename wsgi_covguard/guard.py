@@ -250,7 +250,8 @@ class Guard:
             return
         session.announced = True
         say(
-            f"measuring coverage (core {session.core}, data {session.data_file}.*,"
+            f"measuring coverage (core {session.core}{_contexts_on(session)},"
+            f" data {session.data_file}.*,"
             f" control POST {shutdown_path}, pid {os.getpid()})"
         )
 
@@ -570,3 +571,8 @@ class Door:
         door is inert, or a shutdown had already begun (nothing more is done).
         """
         return self._guard is not None and self._guard.begin_shutdown(stopper)
+
+
+def _contexts_on(session: CoverageSession) -> str:
+    """ ", contexts on" where they were asked for at the start and are recorded."""
+    return ", contexts on" if session.contexts_asked and session.supports_contexts else ""

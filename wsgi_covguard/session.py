@@ -75,6 +75,8 @@ class CoverageSession:
         self.owned = owned
         self.token = token
         self.announced = False
+        #: True if dynamic contexts were asked for at the start (``contexts=True``).
+        self.contexts_asked = False
         #: The dynamic context set through :meth:`switch_context`, if any.
         self.context: str | None = None
         #: Every context set so far, in order: a request notes the index it began under.
@@ -194,8 +196,16 @@ class CoverageSession:
 
     @property
     def supports_contexts(self) -> bool:
-        """False for sysmon, which records no dynamic contexts."""
-        return self.core != "sysmon"
+        """Whether dynamic contexts are recorded: on every core, sysmon with
+        :func:`.covcompat.switch_context` where this coverage.py allows it."""
+        return self.why_no_contexts is None
+
+    @property
+    def why_no_contexts(self) -> str | None:
+        """Why this process cannot record dynamic contexts, if it cannot."""
+        if self.core != "sysmon":
+            return None
+        return covcompat.sysmon_contexts(self.coverage)
 
     @property
     def current_file(self) -> str:
@@ -264,6 +274,7 @@ class CoverageSession:
             self._finished_pid = os.getpid()
             self._finished.set()
             if self.owned:
+                covcompat.disarm(self.coverage)
                 self.coverage.stop()
             error = self._save()
             if error is None:
@@ -357,7 +368,7 @@ class CoverageSession:
             if monitoring is not None and self.core == "sysmon":
                 monitoring.restart_events()
             if self.context is not None:  # erasing forgot it too
-                self.coverage.switch_context(self.context)
+                covcompat.switch_context(self.coverage, self.context)
 
     def switch_context(self, context: str) -> None:
         """Record the lines run from now on under ``context`` (process-wide).
@@ -368,7 +379,7 @@ class CoverageSession:
             short = self._short_of_room()
             if short is not None:
                 raise SaveError(short)
-            self.coverage.switch_context(context)
+            covcompat.switch_context(self.coverage, context)
             self.context = context
             self.contexts.append(context)
 
@@ -392,6 +403,7 @@ class CoverageSession:
         with self._lock:
             self._finished_pid = os.getpid()
             if self.owned:
+                covcompat.disarm(self.coverage)
                 self.coverage.stop()
 
     def _save(self) -> str | None:

@@ -89,7 +89,12 @@ def start(
             if owned:
                 cov.stop()
             raise
+        # Recorded under sysmon too, our way (covcompat.switch_context): not to be warned of.
+        quiet = cov.get_option("run:disable_warnings")
+        assert isinstance(quiet, list)
+        cov.set_option("run:disable_warnings", [*quiet, "no-sysmon-context"])
         _session = CoverageSession(cov, owned=owned, token=checked)
+        _session.contexts_asked = contexts
         for line in lacking:
             _session.warnings.append(line)
             say(line, logging.WARNING)
@@ -130,29 +135,47 @@ def choose_core(cov: coverage.Coverage, *, contexts: bool) -> None:
     """Pick sysmon on 3.12+ unless the configuration needs a tracer that can do more.
 
     An explicit choice (``core=``, ``[run] core``, ``COVERAGE_CORE``) wins. sysmon
-    records no dynamic contexts, and no branches before Python 3.14.
+    records no branches before Python 3.14, and dynamic contexts only our way
+    (:func:`.covcompat.switch_context`), where this coverage.py allows it and not with
+    branches; ctrace records them otherwise, said in one line.
     """
     chosen = cov.get_option("run:core")
-    if contexts:
-        if chosen == "sysmon":
-            raise ConfigError(
-                "core 'sysmon' cannot record dynamic contexts; drop the contexts"
-                " option or set core to 'ctrace'"
-            )
-        if chosen is None:
+    why_not = _why_not_sysmon_contexts(cov) if contexts else None
+    if chosen == "sysmon" and why_not is not None:
+        raise ConfigError(
+            f"core 'sysmon' cannot record dynamic contexts here: {why_not};"
+            " drop the contexts option or set core to 'ctrace'"
+        )
+    if chosen is not None or not _sysmon_fits(cov):
+        if contexts and chosen is None:
             cov.set_option("run:core", "ctrace")
         return
-    if chosen is not None or cov.get_option("run:timid") or sys.version_info < (3, 12):
-        return
-    if cov.get_option("run:dynamic_context"):
-        return
-    if cov.get_option("run:branch") and sys.version_info < (3, 14):
-        return
-    concurrency = cov.get_option("run:concurrency")
-    assert isinstance(concurrency, list)
-    if any(lib in concurrency for lib in ("greenlet", "eventlet", "gevent")):
+    if why_not is not None:
+        say(f"contexts: core ctrace, not sysmon: {why_not}")
+        cov.set_option("run:core", "ctrace")
         return
     cov.set_option("run:core", "sysmon")
+
+
+def _sysmon_fits(cov: coverage.Coverage) -> bool:
+    """Whether the configuration lets sysmon measure all it asks for."""
+    if cov.get_option("run:timid") or sys.version_info < (3, 12):
+        return False
+    if cov.get_option("run:dynamic_context"):
+        return False  # coverage.py's own contexts (test_function): not through our switch
+    if cov.get_option("run:branch") and sys.version_info < (3, 14):
+        return False
+    concurrency = cov.get_option("run:concurrency")
+    assert isinstance(concurrency, list)
+    return not any(lib in concurrency for lib in ("greenlet", "eventlet", "gevent"))
+
+
+def _why_not_sysmon_contexts(cov: coverage.Coverage) -> str | None:
+    if cov.get_option("run:branch"):
+        # Python 3.14's branches under sysmon: each code object's last line would need
+        # resetting at a switch, or an arc would cross two contexts. Not done here.
+        return "branch coverage with contexts needs ctrace"
+    return covcompat.sysmon_contexts()
 
 
 def _check_writable(data_file: str) -> None:
