@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpbin.core
 import pytest
 import requests
 from live import (
@@ -31,6 +32,8 @@ from live import (
     drive_httpbin,
     free_port,
     measured_lines,
+    read_data,
+    wait_workers_measuring,
 )
 
 
@@ -239,3 +242,36 @@ def test_uwsgi_without_a_token_serves_untouched(
     server.signal(signal.SIGINT)
     assert server.wait(timeout=30) == 0
     assert data_files(project) == []
+
+
+def test_a_worker_started_again_after_a_context_switch_records_under_that_context(
+    project: Path, servers: Callable[..., RunningServer]
+) -> None:
+    port = free_port()
+    master = servers(gunicorn(port, "-w", "2"), cwd=project, port=port).wait_listening()
+    first = wait_workers_measuring(master, 2)
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    switched = requests.post(
+        f"{master.url}/__coverage__/context", data="checkout tests", headers=bearer, timeout=30
+    )
+    assert switched.status_code == 200, switched.text
+    # One worker ends (it saves); gunicorn starts another, which never heard the switch.
+    os.kill(first[0], signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while first[0] in children(master.pid) or len(children(master.pid)) < 2:
+        assert time.monotonic() < deadline, master.output()
+        time.sleep(0.05)
+    again = wait_workers_measuring(master, 2)
+    assert set(again) != set(first)
+    for _ in range(8):  # both workers, most likely
+        assert requests.get(f"{master.url}/get", timeout=10).status_code == 200
+    assert master.shutdown().status_code == 202
+    assert master.wait(timeout=30) == 0, master.output()
+    core_py = Path(httpbin.core.__file__).read_text().splitlines()
+    get_body = core_py.index('    return jsonify(get_dict("url", "args", "headers", "origin"))') + 1
+    for path in data_files(project):
+        with read_data(path) as data:
+            core = next(name for name in data.measured_files() if name.endswith("httpbin/core.py"))
+            by_line = data.contexts_by_lineno(core)
+        # The empty context holds what the workers ran while booting, never a request.
+        assert by_line.get(get_body, ["checkout tests"]) == ["checkout tests"], (path, by_line)

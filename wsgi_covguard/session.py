@@ -383,6 +383,13 @@ class CoverageSession:
             self.context = context
             self.contexts.append(context)
 
+    def take_context(self, context: str) -> None:
+        """Switch to ``context`` unless a context was set meanwhile (a sibling's, taken
+        late: a switch that reached this process since is newer)."""
+        with self._lock:
+            if self.context is None:
+                self.switch_context(context)
+
     def note_overlap(self, request: str, began: int) -> None:
         """Say that ``request``, begun under context number ``began``, ended under another.
 

@@ -107,6 +107,8 @@ class Siblings:
                 self.session.reset(to_start=command.get("to") == "start")
             elif operation == "context":
                 self.session.switch_context(str(command["context"]))
+            elif operation == "current-context":  # a sibling opening late (join_context)
+                answer["context"] = self.session.context
             elif operation == "stop-accepting":  # a sibling's stop began (see Guard)
                 if self.on_stop_accepting is not None:
                     self.on_stop_accepting(float(command["settle"]))
@@ -222,13 +224,34 @@ class Siblings:
     # -- the listener ------------------------------------------------------------------
 
     def listen_if_prefork(self) -> None:
-        """Listen for siblings' commands under a pre-fork server, here and in forked children."""
+        """Listen for siblings' commands under a pre-fork server, here and in forked children;
+        and take the siblings' current context (:meth:`join_context`)."""
         if prefork_here() is None:
             return
         self._listen()
         if not self._forked_hook:
             self._forked_hook = True
             os.register_at_fork(after_in_child=self._listen_in_child)
+        start_thread(self.join_context, name="covguard-join-context")
+
+    def join_context(self) -> None:
+        """Take the dynamic context the siblings record under, if one was set before this
+        process listened (a worker the server started again after a switch): its lines
+        carried the empty context until the next switch. Asked of the siblings already
+        listening, in turn, once; a switch that reaches this process meanwhile wins."""
+        if self.session.context is not None:
+            return  # set already (inherited at a fork, or a switch came)
+        folder = _run_dir()
+        for pid in self.siblings(boot_timeout=0):
+            if not _listens(folder / f"{pid}.sock"):
+                continue  # booting too: it knows no more than this process
+            try:
+                context = self._send(pid, {"op": "current-context"}, timeout=2.0)["context"]
+            except (OSError, ValueError, KeyError):
+                continue
+            if context is not None:
+                self.session.take_context(str(context))
+            return
 
     def _listen_in_child(self) -> None:
         if self._server is not None:
@@ -263,9 +286,9 @@ class Siblings:
         # Its handler threads inherit the blocked signals.
         start_thread(server.serve_forever, name="covguard-control")
 
-    def _send(self, pid: int, command: dict[str, Any]) -> dict[str, Any]:
+    def _send(self, pid: int, command: dict[str, Any], timeout: float = _TIMEOUT) -> dict[str, Any]:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(_TIMEOUT)
+            sock.settimeout(timeout)
             _connect(sock, str(_run_dir() / f"{pid}.sock"))
             sock.sendall(json.dumps(command).encode() + b"\n")
             with sock.makefile("rb") as answers:
