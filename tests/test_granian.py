@@ -8,6 +8,7 @@ The lines saved for the same requests must equal waitress's: under ctrace (3.11,
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -61,16 +62,18 @@ def test_granians_command_line_measures_what_waitress_measures(
     assert measured_lines(plainapp, "plainapp") == waitress_lines
 
 
-@pytest.mark.parametrize("args", [[], ["--contexts"]], ids=["default-core", "contexts"])
+@pytest.mark.parametrize("core", [None, "ctrace"], ids=["default-core", "ctrace-contexts"])
 def test_covguard_serve_granian_measures_what_waitress_measures(
-    args: list[str], plainapp: Path, waitress_lines: dict[str, set[int]]
+    core: str | None, plainapp: Path, waitress_lines: dict[str, set[int]]
 ) -> None:
-    live = CovguardServe(["plainapp:app", "--server", "granian", *args], cwd=plainapp)
+    # ctrace on every Python: granian's Rust-made threads are handed its tracer.
+    args, env = (["--contexts"], {**os.environ, "COVERAGE_CORE": core}) if core else ([], None)
+    live = CovguardServe(["plainapp:app", "--server", "granian", *args], cwd=plainapp, env=env)
     try:
         assert "(granian, 1 worker(s), pid " in live.ready_line
         drive(live.url)
         status = requests.get(live.url + "/__coverage__/status", headers=BEARER, timeout=10)
-        expected_core = "sysmon" if sys.version_info >= (3, 12) and not args else "ctrace"
+        expected_core = core or ("sysmon" if sys.version_info >= (3, 12) else "ctrace")
         assert status.json()["core"] == expected_core
         assert status.json()["warnings"] == []
         assert live.shutdown().status_code == 202

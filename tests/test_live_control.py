@@ -123,7 +123,8 @@ GET_ROUTE = line_of('@app.route("/get", methods=("GET",))')
     ("args", "rc"),
     [
         pytest.param([], HTTPBIN_COVERAGERC, id="default-core"),
-        pytest.param(["--contexts"], HTTPBIN_COVERAGERC, id="ctrace-contexts"),
+        pytest.param(["--contexts"], HTTPBIN_COVERAGERC, id="contexts"),
+        pytest.param(["--contexts"], HTTPBIN_COVERAGERC + "core = ctrace\n", id="ctrace-contexts"),
         pytest.param([], HTTPBIN_COVERAGERC + "branch = true\n", id="branches"),
     ],
 )
