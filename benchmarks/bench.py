@@ -10,6 +10,7 @@ a threshold (the goals are in the README).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -18,9 +19,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,10 +50,14 @@ def free_port() -> int:
 class Server:
     """One server process on 127.0.0.1, started and ended by us (by pid)."""
 
-    def __init__(self, argv: list[str], cwd: Path, port: int, token: bool) -> None:
+    def __init__(
+        self, argv: list[str], cwd: Path, port: int, token: bool, core: str | None = None
+    ) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("COVGUARD_", "COVERAGE_"))}
         if token:
             env["COVGUARD_TOKEN"] = TOKEN
+        if core is not None:
+            env["COVERAGE_CORE"] = core
         self.url = f"http://127.0.0.1:{port}"
         self.process = subprocess.Popen(
             argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -125,21 +131,56 @@ def throughput(
     rounds: int,
     seconds: int,
     script: str | None = "paths.lua",
+    *,
+    cores: dict[str, str] | None = None,
+    switching: frozenset[str] = frozenset(),
 ) -> dict[str, float]:
-    """Median req/s of each config, interleaved A B, B A, A B... so neither always goes first."""
+    """Median req/s of each config, interleaved A B, B A, A B... so neither always goes first;
+    ``cores``: a config's COVERAGE_CORE; ``switching``: the configs whose context is switched
+    every 0.1 s while wrk runs (a browser suite's tests, ten a second)."""
     results: dict[str, list[float]] = {name: [] for name in configs}
     for round_ in range(rounds):
         order = list(configs.items())
         for name, make in order if round_ % 2 == 0 else reversed(order):
             port = free_port()
             argv, token = make(port)
-            server = Server(argv, app, port, token)
+            server = Server(argv, app, port, token, (cores or {}).get(name))
             try:
                 wrk(server.url, 1, script)  # warm up: imports, template compilation
-                results[name].append(wrk(server.url, seconds, script))
+                with contexts_switched(server.url, on=name in switching):
+                    results[name].append(wrk(server.url, seconds, script))
             finally:
                 server.stop()
     return {name: statistics.median(values) for name, values in results.items()}
+
+
+@contextlib.contextmanager
+def contexts_switched(url: str, *, on: bool, every: float = 0.1) -> Iterator[None]:
+    """The server's dynamic context switched every ``every`` seconds through its route."""
+    if not on:
+        yield
+        return
+    done = threading.Event()
+    switches = []
+
+    def switch() -> None:
+        while not done.wait(every):
+            request = urllib.request.Request(
+                f"{url}/__coverage__/context", data=f"test {len(switches)}".encode(),
+                method="POST", headers={"Authorization": f"Bearer {TOKEN}"},
+            )  # fmt: skip
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                switches.append(answer.status)
+
+    thread = threading.Thread(target=switch)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+    assert switches, "no switch in the whole run"
+    assert set(switches) == {200}, switches
 
 
 def shutdown_seconds(app: Path, make: Callable[[int], list[str]], rounds: int) -> float:
@@ -260,6 +301,26 @@ def main() -> int:
             r = throughput(app, configs, rounds, seconds)
             a, b = r["A"], r["B"]
             rows.append(f"| {what} | {a:,.0f} req/s | {b:,.0f} req/s | **{a / b:.2f}** | {goal} |")
+
+        # Per-test contexts, a switch every 0.1 s: sysmon (re-armed at each switch) against
+        # no coverage, sysmon without contexts, and ctrace with contexts, side by side.
+        flask = {
+            "sysmon, contexts": lambda p: (waitress(PY313, "wsgi", p), True),
+            "no coverage": lambda p: (waitress(PY313, "bare", p), False),
+            "sysmon, no contexts": lambda p: (waitress(PY313, "wsgi", p), True),
+            "ctrace, contexts": lambda p: (waitress(PY313, "wsgi", p), True),
+        }
+        r = throughput(
+            app, flask, rounds, seconds, cores={"ctrace, contexts": "ctrace"},
+            switching=frozenset({"sysmon, contexts", "ctrace, contexts"}),
+        )  # fmt: skip
+        a = r["sysmon, contexts"]
+        for other, goal in [("no coverage", "≥ 0.90"), ("sysmon, no contexts", "report it"),
+                            ("ctrace, contexts", "report it")]:  # fmt: skip
+            b = r[other]
+            rows.append(f"| Python {v313}: contexts switched every 0.1 s, sysmon / {other} "
+                        f"| {a:,.0f} req/s | {b:,.0f} req/s | **{a / b:.2f}** "
+                        f"| {goal} |")  # fmt: skip
 
         hello = Path(folder) / "hello"
         hello.mkdir()
