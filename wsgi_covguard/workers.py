@@ -232,21 +232,26 @@ class Siblings:
         if not self._forked_hook:
             self._forked_hook = True
             os.register_at_fork(after_in_child=self._listen_in_child)
-        start_thread(self.join_context, name="covguard-join-context")
+        self.join_context()  # before this process serves: its first request is labelled
 
     def join_context(self) -> None:
         """Take the dynamic context the siblings record under, if one was set before this
         process listened (a worker the server started again after a switch): its lines
         carried the empty context until the next switch. Asked of the siblings already
-        listening, in turn, once; a switch that reaches this process meanwhile wins."""
+        listening, in turn, for a second at most; a switch that reaches this process
+        meanwhile wins."""
         if self.session.context is not None:
             return  # set already (inherited at a fork, or a switch came)
         folder = _run_dir()
+        deadline = time.monotonic() + 1.0
         for pid in self.siblings(boot_timeout=0):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
             if not _listens(folder / f"{pid}.sock"):
                 continue  # booting too: it knows no more than this process
             try:
-                context = self._send(pid, {"op": "current-context"}, timeout=2.0)["context"]
+                context = self._send(pid, {"op": "current-context"}, timeout=left)["context"]
             except (OSError, ValueError, KeyError):
                 continue
             if context is not None:
