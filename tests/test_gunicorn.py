@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from live import (
     HTTPBIN_COVERAGERC,
     HTTPBIN_ENTRY,
     ROOT,
+    RUN_DIR,
     TOKEN,
     CovguardServe,
     RunningServer,
@@ -275,3 +277,21 @@ def test_a_worker_started_again_after_a_context_switch_records_under_that_contex
             by_line = data.contexts_by_lineno(core)
         # The empty context holds what the workers ran while booting, never a request.
         assert by_line.get(get_body, ["checkout tests"]) == ["checkout tests"], (path, by_line)
+
+
+def test_a_sibling_that_stops_waiting_for_an_answer_is_no_error(
+    project: Path, servers: Callable[..., RunningServer]
+) -> None:
+    port = free_port()
+    master = servers(gunicorn(port, "-w", "2"), cwd=project, port=port).wait_listening()
+    worker = wait_workers_measuring(master, 2)[0]
+    # What a sibling whose timeout ran out does (one booting under load gives up after a
+    # second): it asks, then leaves before the answer. The answer's write found no reader.
+    for _ in range(5):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(str(RUN_DIR / f"{worker}.sock"))
+            sock.sendall(b'{"op": "dump"}\n')
+    assert requests.get(f"{master.url}/get", timeout=10).status_code == 200
+    assert master.shutdown().status_code == 202
+    assert master.wait(timeout=30) == 0, master.output()
+    assert "Traceback" not in master.output()

@@ -283,7 +283,9 @@ class Siblings:
                 except Exception as exc:  # answered, not raised: the caller reports it
                     answer = {"pid": os.getpid(), "error": str(exc)}
                     answer["saving"] = isinstance(exc, SaveError)
-                self.wfile.write(json.dumps(answer).encode() + b"\n")
+                # A sibling that stopped waiting (its timeout, under load) is no error here.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(json.dumps(answer).encode() + b"\n")
 
         server = _Listener(str(path), Handler)
         self._server = server
