@@ -203,7 +203,17 @@ SERVERS = {
         None,
         ["/get", "/status/418"],
     ),
+    "granian --workers 2 (threads its runtime makes)": (
+        ["httpbin:app", "--server", "granian", "--workers", "2"],
+        None,
+        ["/get", "/status/418"],
+    ),
     "uvicorn (ASGI)": (["notesapi:api", "--server", "uvicorn"], TEST_APPS, ["/hello", "/notes/1"]),
+    "hypercorn (ASGI)": (
+        ["notesapi:api", "--server", "hypercorn"],
+        TEST_APPS,
+        ["/hello", "/notes/1"],
+    ),
 }
 
 
