@@ -33,6 +33,11 @@ BIN = Path(sys.executable).parent
 FLASK_EXAMPLE = ROOT / "examples" / "flask"
 TEST_APPS = ROOT / "tests" / "apps"
 TOKEN = "test-token-0123456789abcdef"
+#: A pytest a test starts (an example's suite, a project of the plugin's tests), with the
+#: plugins a user's project has: ours, Playwright's. Not our own tests' hypothesis and Faker:
+#: loading them cost 1.3 s of CPU in each of the suite's many runs, for nothing they test.
+PYTEST = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+          "-p", "no:hypothesispytest", "-p", "no:faker"]  # fmt: skip
 #: Where pre-fork processes put their control sockets (wsgi_covguard.workers).
 RUN_DIR = (
     Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / f"covguard-{os.getuid()}"

@@ -161,6 +161,7 @@ def test_as_ci_starts_it_refuses_what_wsgi_refuses_and_stops_with_exit_0(
     assert never + 1 not in measured["notesapi.py"], "the control requests reached no app line"
 
 
+@pytest.mark.core_independent
 @pytest.mark.parametrize("name", list(SERVERS))
 def test_a_streamed_request_in_flight_at_the_shutdown_completes(
     name: str, notes: Path, servers: Callable[..., RunningServer]
@@ -183,6 +184,7 @@ def test_a_streamed_request_in_flight_at_the_shutdown_completes(
     assert server.wait(timeout=10) == 0, server.output()
 
 
+@pytest.mark.core_independent
 @pytest.mark.parametrize("name", ["hypercorn", "daphne"])
 def test_a_server_whose_stop_cuts_takes_no_connection_while_the_door_drains(
     name: str, notes: Path, servers: Callable[..., RunningServer]
@@ -220,6 +222,7 @@ def test_a_server_whose_stop_cuts_takes_no_connection_while_the_door_drains(
     assert not log.exists() or "late" not in log.read_text(), "the app never saw it"
 
 
+@pytest.mark.core_independent
 def test_hypercorn_workers_all_stop_accepting_and_drain_before_the_master_stops_them(
     notes: Path, servers: Callable[..., RunningServer]
 ) -> None:
@@ -271,6 +274,7 @@ def test_hypercorn_workers_all_stop_accepting_and_drain_before_the_master_stops_
             connection.close()
 
 
+@pytest.mark.core_independent
 def test_under_trio_the_app_is_served_and_the_control_routes_say_they_need_asyncio(
     notes: Path, servers: Callable[..., RunningServer]
 ) -> None:
@@ -368,6 +372,7 @@ def test_covguard_serve_serves_an_asgi_app_with_the_server_asked_for(
     assert measured_lines(notes, "notesapi") == reference(notes, servers, name)
 
 
+@pytest.mark.core_independent
 def test_a_wsgi_server_for_an_asgi_app_is_refused_in_one_line(notes: Path) -> None:
     done = subprocess.run(
         [PY, "-m", "wsgi_covguard", "serve", "notesapi:api", "--server", "waitress", "--port", "0"],
@@ -412,6 +417,7 @@ def test_workers_stop_together_and_their_union_is_coverage_runs(
     assert measured_lines(notes, "notesapi") == reference(notes, servers, name)
 
 
+@pytest.mark.core_independent
 @pytest.mark.parametrize("name", list(SERVERS))
 def test_an_open_websocket_is_drained_and_ends_the_stop_when_it_closes(
     name: str, notes: Path, servers: Callable[..., RunningServer]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from live import DASHBOARD, TOKEN, CovguardServe, data_files, read_data
+from live import DASHBOARD, PYTEST, TOKEN, CovguardServe, data_files, read_data
 
 PY = sys.executable
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -71,7 +71,7 @@ def test_after():
 def test_the_plugin_labels_each_phase_and_names_requests_across_a_switch(notes: Path) -> None:
     (notes / "test_phases.py").write_text(PHASES)
     done = subprocess.run(
-        [PY, "-m", "pytest", "-p", "no:cacheprovider", "--covguard-app", "notesapi:api",
+        [*PYTEST, "--covguard-app", "notesapi:api",
          "--covguard-contexts", "test_phases.py"],
         cwd=notes, env=clean_env(), capture_output=True, text=True, timeout=180,
     )  # fmt: skip

@@ -142,12 +142,25 @@ def line_of(folder: Path, module: str, text: str) -> int:
     return next(number for number, line in enumerate(lines, 1) if text in line)
 
 
+#: The shape each server's stop is proven with on every Python and core: a handler still
+#: running at the stop, whose lines the core must have recorded in a thread (or a task) that
+#: never ends. The other shapes ask the same of the door and the server whatever measures
+#: (the drain, the cut, the exit), so ``make test`` runs them on the first Python alone.
+EVERY_CORE = "slow handler"
+
+
+def _shape(shape: str) -> list[pytest.MarkDecorator]:
+    return [] if shape == EVERY_CORE else [pytest.mark.core_independent]
+
+
 def _cases() -> list[object]:
     cases = []
     for kind, servers in (("wsgi", WSGI), ("asgi", ASGI)):
         for server in servers:
             for shape in SHAPES:
-                cases.append(pytest.param(kind, server, shape, id=f"{server}-{shape}"))
+                cases.append(
+                    pytest.param(kind, server, shape, id=f"{server}-{shape}", marks=_shape(shape))
+                )
     return cases
 
 
@@ -280,7 +293,9 @@ def still_draining(master: int) -> list[int]:
 INTERRUPTED = [server for server in [*WSGI, *ASGI] if server != "granian (WSGI)"]
 
 
-@pytest.mark.parametrize("shape", ["stream", "slow handler"])
+@pytest.mark.parametrize(
+    "shape", [pytest.param(s, marks=_shape(s)) for s in ("stream", EVERY_CORE)]
+)
 @pytest.mark.parametrize("server", INTERRUPTED)
 def test_ctrl_c_during_the_drain_ends_it_at_once(
     server: str, shape: str, plainapp: Path, servers: Callable[..., RunningServer]

@@ -157,6 +157,7 @@ def test_opening_the_dashboard_and_the_report_measures_nothing_of_the_app(tmp_pa
     assert (after["statements"], after["missing"]) == (before["statements"], before["missing"])
 
 
+@pytest.mark.core_independent
 def test_covguard_dashboard_prints_a_read_only_password_never_the_token(
     taskboard_live: tuple[CovguardServe, Path],
 ) -> None:
@@ -220,6 +221,7 @@ def test_labelled_snapshots_are_listed_and_compared(
     )
 
 
+@pytest.mark.core_independent
 def test_state_changes_need_bearer_and_pages_need_credentials(
     taskboard_live: tuple[CovguardServe, Path],
 ) -> None:
@@ -243,6 +245,7 @@ def test_state_changes_need_bearer_and_pages_need_credentials(
     assert list(folder.glob(".coverage-snapshot-*")) == []
 
 
+@pytest.mark.core_independent
 def test_an_inert_middleware_serves_no_dashboard(tmp_path: Path) -> None:
     folder = tmp_path / "flask"
     shutil.copytree(
@@ -314,6 +317,7 @@ def test_under_gunicorn_the_dashboard_counts_every_worker(
         assert (entry["statements"], entry["missing"]) == (len(statements), len(missing)), name
 
 
+@pytest.mark.core_independent
 def test_the_html_report_before_anything_was_measured_is_a_clear_4xx(tmp_path: Path) -> None:
     (tmp_path / ".coveragerc").write_text("[run]\nsource_pkgs = nothing_measured_here\n")
     (tmp_path / "hello.py").write_text(

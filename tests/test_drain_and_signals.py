@@ -107,6 +107,7 @@ def test_a_normal_interpreter_exit_saves_once(plainapp: Path) -> None:
     assert hello in measured_lines(plainapp, "plainapp")["plainapp.py"]
 
 
+@pytest.mark.core_independent
 def test_an_unwritable_data_file_is_refused_at_start_up(plainapp: Path) -> None:
     (plainapp / "not-a-folder").write_text("")
     done = subprocess.run(

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from live import ROOT, data_files, measured_lines
+from live import PYTEST, ROOT, data_files, measured_lines
 
 PY = sys.executable
 
@@ -44,7 +44,7 @@ def test_under_covguard_run_the_tests_pass_and_the_report_names_the_app(
     folder, package, entry = example
     done = subprocess.run(
         [PY, "-m", "wsgi_covguard", "run", entry, "--html", "htmlcov", "--",
-         PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+         *PYTEST, "-q", "tests"],
         cwd=folder, env=clean_env(), capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
@@ -58,7 +58,7 @@ def test_on_their_own_the_tests_start_and_stop_the_server(
 ) -> None:
     folder, package, entry = example
     done = subprocess.run(
-        [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--covguard-app", entry, "tests"],
+        [*PYTEST, "-q", "--covguard-app", entry, "tests"],
         cwd=folder, env=clean_env(), capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
@@ -78,7 +78,7 @@ def test_without_a_browser_the_tests_fail_saying_what_to_install(tmp_path: Path)
         "PATH": str(Path(PY).parent),
     }
     done = subprocess.run(
-        [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        [*PYTEST, "-q", "tests"],
         cwd=folder, env=env, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert done.returncode != 0

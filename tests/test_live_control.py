@@ -193,6 +193,7 @@ def test_contexts_are_recorded_without_asking_or_refused_saying_why(project: Pat
         assert status["contexts_supported"] is True
 
 
+@pytest.mark.core_independent
 def test_bad_control_requests_are_refused_and_change_nothing(project: Path) -> None:
     live = CovguardServe(["httpbin:app", "--contexts"], cwd=project)
     try:
@@ -268,6 +269,7 @@ def test_collect_from_two_servers_equals_coverage_run_on_the_whole_workload(
         two.stop()
 
 
+@pytest.mark.core_independent
 def test_collect_names_each_server_it_could_not_reach(tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     done = subprocess.run(

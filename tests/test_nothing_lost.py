@@ -190,6 +190,7 @@ def test_sighup_saves_before_the_process_dies_of_it(
     assert hello_measured(plainapp)
 
 
+@pytest.mark.core_independent
 def test_a_server_started_with_nohup_goes_on_after_sighup(
     plainapp: Path, servers: Callable[..., RunningServer]
 ) -> None:
@@ -257,6 +258,7 @@ def on_small_disk(plainapp: Path, small_disk: Path) -> Iterator[CovguardServe]:
         live.stop()
 
 
+@pytest.mark.core_independent
 def test_a_reset_on_a_full_disk_is_507_and_leaves_no_broken_file(
     on_small_disk: CovguardServe, plainapp: Path, small_disk: Path
 ) -> None:
@@ -281,6 +283,7 @@ def test_a_reset_on_a_full_disk_is_507_and_leaves_no_broken_file(
     assert hello_line(plainapp) in measured_lines(small_disk, "plainapp")["plainapp.py"]
 
 
+@pytest.mark.core_independent
 def test_snapshots_are_bounded_in_count(plainapp: Path) -> None:
     from wsgi_covguard.dashboard import MAX_SNAPSHOTS
 
@@ -300,6 +303,7 @@ def test_snapshots_are_bounded_in_count(plainapp: Path) -> None:
         live.stop()
 
 
+@pytest.mark.core_independent
 def test_a_snapshot_needs_room_and_fails_with_507_on_a_full_disk(
     on_small_disk: CovguardServe, small_disk: Path
 ) -> None:
@@ -405,6 +409,7 @@ print(rss() - before)
 """
 
 
+@pytest.mark.core_independent
 def test_reports_and_data_downloads_do_not_pile_up_memory(plainapp: Path) -> None:
     done = subprocess.run(
         [str(BIN / "python"), "-c", REPORTS_LOOP], cwd=plainapp, capture_output=True,

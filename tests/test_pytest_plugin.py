@@ -10,7 +10,7 @@ from pathlib import Path
 import coverage
 import httpbin.core
 import pytest
-from live import HTTPBIN_COVERAGERC, data_files, read_data
+from live import HTTPBIN_COVERAGERC, PYTEST, data_files, read_data
 
 CORE_PY = Path(httpbin.core.__file__).read_text().splitlines()
 GET_BODY = CORE_PY.index('    return jsonify(get_dict("url", "args", "headers", "origin"))') + 1
@@ -45,7 +45,7 @@ def project(tmp_path: Path) -> Path:
 def run_pytest(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COVGUARD_", "PYTEST_"))}
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        [*PYTEST, *args],
         cwd=project, env=env, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
 
@@ -203,7 +203,7 @@ def covguard_run(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_under_covguard_run_the_server_behind_its_url_is_labelled_per_test(project: Path) -> None:
-    pytest_argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "test_run.py"]
+    pytest_argv = [*PYTEST, "test_run.py"]
     done = covguard_run(project, "--contexts", "--", *pytest_argv, "--covguard-contexts")
     assert done.returncode == 0, done.stdout + done.stderr
     by_line = contexts_of(project / ".coverage")  # covguard run combined it
@@ -215,7 +215,7 @@ def test_under_covguard_run_the_server_behind_its_url_is_labelled_per_test(proje
 def test_contexts_asked_of_a_server_are_recorded_whatever_its_core_or_refused(
     project: Path,
 ) -> None:
-    pytest_argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "test_run.py"]
+    pytest_argv = [*PYTEST, "test_run.py"]
     done = covguard_run(project, "--", *pytest_argv, "--covguard-contexts")  # no --contexts
     if sys.version_info >= (3, 12) and coverage.version_info < (7, 18):  # the oldest allowed
         assert done.returncode == 4, done.stdout + done.stderr  # pytest's usage error
@@ -232,7 +232,7 @@ def test_contexts_asked_of_a_server_are_recorded_whatever_its_core_or_refused(
 
 @pytest.mark.core_independent
 def test_a_run_with_contexts_that_set_none_says_so(project: Path) -> None:
-    pytest_argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "test_run.py"]
+    pytest_argv = [*PYTEST, "test_run.py"]
     done = covguard_run(project, "--contexts", "--", *pytest_argv)
     assert done.returncode == 0, done.stdout + done.stderr
     assert (

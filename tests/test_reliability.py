@@ -302,6 +302,7 @@ def test_without_autosave_sigkill_loses_everything(plainapp: Path) -> None:
         live.stop()
 
 
+@pytest.mark.core_independent
 def test_a_bad_autosave_value_is_one_line(plainapp: Path) -> None:
     done = subprocess.run(
         [str(BIN / "python"), "-m", "wsgi_covguard", "serve", "plainapp:app"],
@@ -364,6 +365,7 @@ def test_a_full_disk_is_reported_in_one_line_and_earlier_data_survives(
 # -- hostile paths -----------------------------------------------------------------------------
 
 
+@pytest.mark.core_independent
 @pytest.mark.parametrize(
     "path",
     # Not "//__shutdown__": http.server (werkzeug, wsgiref) rewrites it to "/__shutdown__"

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from live import CHROMIUM, CHROMIUM_FLAGS, ROOT
+from live import CHROMIUM, CHROMIUM_FLAGS, PYTEST, ROOT
 from playwright.sync_api import sync_playwright
 
 PY = sys.executable
@@ -28,7 +28,7 @@ def test_the_html_report_shows_which_browser_test_ran_each_line(tmp_path: Path) 
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COVGUARD_", "COVERAGE_"))}
     tests = subprocess.run(
-        [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--covguard-contexts", "tests"],
+        [*PYTEST, "-q", "--covguard-contexts", "tests"],
         cwd=folder, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert tests.returncode == 0, tests.stdout + tests.stderr

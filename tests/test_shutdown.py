@@ -127,6 +127,7 @@ def test_refusals_then_shutdown_saves_what_coverage_run_sees(
     assert not [line for line in ours if TOKEN in line]
 
 
+@pytest.mark.core_independent
 def test_the_route_follows_the_mount_point(
     taskboard: Path, servers: Callable[..., RunningServer]
 ) -> None:
@@ -144,6 +145,7 @@ def test_the_route_follows_the_mount_point(
     assert server.wait(timeout=5) == 0
 
 
+@pytest.mark.core_independent
 def test_remote_clients_are_refused_unless_allowed(
     taskboard: Path, servers: Callable[..., RunningServer]
 ) -> None:
@@ -173,6 +175,7 @@ def test_remote_clients_are_refused_unless_allowed(
     assert allowed.wait(timeout=5) == 0
 
 
+@pytest.mark.core_independent
 def test_without_a_token_the_route_is_the_apps_and_nothing_is_written(
     taskboard: Path, servers: Callable[..., RunningServer]
 ) -> None:
@@ -204,6 +207,7 @@ def test_without_a_token_the_route_is_the_apps_and_nothing_is_written(
     assert data_files(taskboard) == []
 
 
+@pytest.mark.core_independent
 def test_a_short_token_is_refused_at_start_up_in_one_line(taskboard: Path) -> None:
     done = subprocess.run(
         [str(BIN / "waitress-serve"), f"--listen=127.0.0.1:{free_port()}", "wsgi:application"],

@@ -15,7 +15,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from live import BIN, TOKEN, CovguardServe, coverage_run_reference, measured_lines, read_data
+from live import (
+    BIN,
+    PYTEST,
+    TOKEN,
+    CovguardServe,
+    coverage_run_reference,
+    measured_lines,
+    read_data,
+)
 
 #: The client requests, the same for every way of stopping (urllib: no extra package).
 DRIVE = """
@@ -103,7 +111,7 @@ def test_the_pytest_plugins_stop_sends_the_app_nothing(
     (plainapp / "test_drive.py").write_text(PLUGIN_TEST)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COVGUARD_", "PYTEST_"))}
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--covguard-app",
+        [*PYTEST, "--covguard-app",
          "plainapp:app", "test_drive.py"],
         cwd=plainapp, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip

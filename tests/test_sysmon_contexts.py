@@ -25,6 +25,7 @@ import coverage
 import pytest
 import requests
 from live import (
+    PYTEST,
     ROOT,
     TEST_APPS,
     TOKEN,
@@ -283,7 +284,7 @@ def browser_suite_contexts(folder: Path, entry: str, core: str) -> dict[str, lis
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COVGUARD_", "COVERAGE_"))}
     done = subprocess.run(
         [sys.executable, "-m", "wsgi_covguard", "run", entry, "--contexts", "--",
-         sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests",
+         *PYTEST, "-q", "tests",
          "--covguard-contexts"],
         cwd=folder, env={**env, "COVERAGE_CORE": core}, capture_output=True, text=True,
         timeout=180,
