@@ -118,7 +118,8 @@ demo-django-asgi: $(VENV)/.installed chromium
 		-- $(VENV)/bin/python -m pytest -p no:cacheprovider examples/django/tests
 
 # Overhead, measured side by side (benchmarks/bench.py), and how reading the coverage grows with
-# the code and the workers (benchmarks/scale.py); prints tables, checks nothing.
+# the code and the workers (benchmarks/scale.py), and how long choosing the affected tests takes
+# (benchmarks/impact.py); prints tables, checks nothing.
 bench: $(VENV)/.installed $(VENV313)/.installed
 	@command -v wrk >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -126,6 +127,7 @@ bench: $(VENV)/.installed $(VENV313)/.installed
 	  else echo "make: wrk is missing; run 'sudo apt-get install wrk'"; exit 2; fi; }
 	$(VENV)/bin/python benchmarks/bench.py
 	$(VENV)/bin/python benchmarks/scale.py
+	$(VENV)/bin/python benchmarks/impact.py
 
 # Races show only on a busy machine: every load-during-stop test ROUNDS times per server
 # (waitress, werkzeug, cheroot, wsgiref, gunicorn, granian; uvicorn and granian serving ASGI)

@@ -6,6 +6,8 @@
 ``covguard shutdown [URL]`` POST the shutdown route and wait until the server is gone
 ``covguard collect URL...`` download each server's data as a parallel data file here
 ``covguard report [URL]``   a live server's report (and HTML), from here
+``covguard map [DATA...]``  the impact map of coverage data with per-test contexts
+``covguard affected``       the end-to-end tests a change can affect, one node id a line
 
 ``main(argv=None) -> int`` catches our own errors and prints one line: a wrong
 APP, port or server is a user's mistake, not a traceback.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import re
@@ -27,7 +30,8 @@ import tempfile
 import time
 import urllib.parse
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .auth import dashboard_password
 from .client import ControlClient, Reply
@@ -37,7 +41,7 @@ from .settings import CONTROL_PREFIX, SHUTDOWN_PATH, TOKEN_ENV, URL_ENV, Setting
 from .spawn import serve_argv, spawn
 
 if TYPE_CHECKING:
-    pass
+    import coverage
 
 __all__ = ["main"]
 
@@ -123,7 +127,33 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--html", metavar="DIR", help="also write coverage.py's HTML report to DIR")
     report.add_argument("--open", action="store_true", help="open the HTML report in a browser")
     report.set_defaults(func=_report_command)
+
+    impact_map = commands.add_parser(
+        "map", help="write the impact map of coverage data with per-test contexts"
+    )
+    impact_map.add_argument(
+        "data", nargs="*", help="data files, combined as coverage combine does (default:"
+        " coverage's data file, .coverage)",
+    )  # fmt: skip
+    impact_map.add_argument("--output", metavar="FILE", help=_MAP_HELP)
+    impact_map.set_defaults(func=_map)
+
+    affected = commands.add_parser(
+        "affected",
+        help="the end-to-end tests a change can affect, one node id a line (exit 3: run them all)",
+    )
+    affected.add_argument("--since", metavar="REF", help="default: the impact map's commit")
+    affected.add_argument("--map", metavar="FILE", help=_MAP_HELP)
+    affected.add_argument(
+        "--ignore", action="append", default=[], metavar="PATTERN",
+        help="a changed file no end-to-end test can depend on (a glob from the work tree's"
+        " root); again for more",
+    )  # fmt: skip
+    affected.set_defaults(func=_affected)
     return parser
+
+
+_MAP_HELP = "the impact map (default: .covguard-impact.json beside coverage's data file)"
 
 
 def _add_token_options(parser: argparse.ArgumentParser) -> None:
@@ -209,12 +239,13 @@ def _run(args: argparse.Namespace) -> int:
     try:
         env = {**os.environ, TOKEN_ENV: token, URL_ENV: server.url}
         status = subprocess.call(command, env=env)
+        overlaps = _overlaps(server.url, token) if args.contexts else None
         stopped = _stop(server.url, token, server.process)
     finally:
         if server.process.poll() is None:
             server.process.kill()
             server.process.wait()
-    reported = _combine_and_report(args.html, args.fail_under, args.contexts) if stopped else None
+    reported = _combine_and_report(args.html, args.fail_under, overlaps) if stopped else None
     if status != 0:
         return status
     if not stopped:
@@ -235,21 +266,26 @@ def _stop(url: str, token: str, server: subprocess.Popen[str]) -> bool:
         return False
 
 
-def _combine_and_report(html: str | None, fail_under: float | None, contexts: bool) -> bool:
-    """Combine every parallel data file, print the report; False if below the bar. Says so
-    if ``--contexts`` was asked and no context came (never silently unlabelled)."""
+def _combine_and_report(
+    html: str | None, fail_under: float | None, overlaps: dict[str, Any] | None
+) -> bool:
+    """Combine every parallel data file, print the report; False if below the bar. With
+    ``--contexts`` (``overlaps``: the server's requests across a switch), write the impact
+    map, or say that no context came (never silently unlabelled)."""
     import coverage
 
     cov = coverage.Coverage()
     try:
         cov.combine()
         cov.save()
-        if contexts and not cov.get_data().measured_contexts() - {""}:
+        if overlaps is not None and not cov.get_data().measured_contexts() - {""}:
             say(
                 "--contexts: the command set no context, so every line carries the empty one;"
                 " label each test with pytest --covguard-contexts",
                 logging.WARNING,
             )
+        elif overlaps is not None:
+            _write_map(cov, overlaps)
         total = cov.report(show_missing=True)
         if html:
             cov.html_report(directory=html)
@@ -262,6 +298,74 @@ def _combine_and_report(html: str | None, fail_under: float | None, contexts: bo
         say(f"total coverage {total:.2f}% is below --fail-under {bar:g}%", logging.ERROR)
         return False
     return True
+
+
+# -- impact ---------------------------------------------------------------------
+
+
+def _overlaps(url: str, token: str) -> dict[str, Any]:
+    """The server's requests that ran across a context switch, before it stops: the tests
+    that began them are always run (their later lines went to the next test)."""
+    try:
+        answer = ControlClient(url, token).get(f"{CONTROL_PREFIX}/status")
+        status = json.loads(answer.body) if answer.status == 200 else {}
+    except (CovGuardError, ValueError):
+        status = {}
+    return {"count": status.get("overlap_count", 0), "shown": status.get("overlaps", [])}
+
+
+def _write_map(cov: coverage.Coverage, overlaps: dict[str, Any]) -> None:
+    from . import impact
+
+    root = impact.work_tree(Path.cwd())
+    if root is None:
+        say(f"no impact map: {Path.cwd()} is not in a git work tree", logging.WARNING)
+        return
+    shown = [str(overlap.get("began")) for overlap in overlaps["shown"]]
+    distrust = impact.distrust_of(int(overlaps["count"]), len(shown))
+    new = impact.record(cov.get_data(), root, unsure=shown, distrust=distrust)
+    path = impact.default_map()
+    print(f"covguard: impact map of {len(impact.save(new, path).tests)} tests in {path}")
+
+
+def _map(args: argparse.Namespace) -> int:
+    from . import impact
+
+    root = impact.work_tree(Path.cwd())
+    if root is None:
+        raise ConfigError(f"{Path.cwd()} is not in a git work tree: a map needs a commit")
+    files = [Path(name) for name in args.data] or [Path(impact.default_map()).parent]
+    path = Path(args.output) if args.output else impact.default_map()
+    written = impact.save(impact.record_files(files, root, test_root=Path.cwd()), path)
+    print(f"covguard: impact map of {len(written.tests)} tests in {path}")
+    return ExitCode.OK
+
+
+def _affected(args: argparse.Namespace) -> int:
+    """The map's tests the change can affect, one a line; exit 3 (and every known test)
+    when the whole suite must run: tests not in the map are never listed, so a runner
+    also runs those it has and the list lacks."""
+    from . import impact
+
+    root = impact.work_tree(Path.cwd())
+    try:
+        if root is None:
+            raise impact.ImpactError(f"{Path.cwd()} is not in a git work tree: no change to read")
+        the_map = impact.read(Path(args.map) if args.map else impact.default_map())
+        selection = impact.select(the_map, root, args.since, args.ignore)
+    except impact.ImpactError as exc:
+        say(f"every test runs: {exc}", logging.WARNING)
+        return ExitCode.RUN_EVERYTHING
+    if selection.everything is not None:
+        print("\n".join(sorted(the_map.tests)))
+        say(f"every test runs: {selection.everything}", logging.WARNING)
+        return ExitCode.RUN_EVERYTHING
+    chosen = sorted(test for test in the_map.tests if selection.why(test, True) is not None)
+    print("\n".join(chosen))
+    commit = (the_map.commit or "no commit")[:12]
+    say(f"{len(chosen)} of {len(the_map.tests)} end-to-end tests can be affected by the"
+        f" change; {len(the_map.tests) - len(chosen)} not run (map from {commit})")  # fmt: skip
+    return ExitCode.OK
 
 
 # -- shutdown -------------------------------------------------------------------

@@ -28,6 +28,8 @@ class ExitCode(enum.IntEnum):
     FAIL = 1
     #: A mistake to fix (an APP, a token, a port), no report, or the total below the bar.
     ERROR = 2
+    #: ``covguard affected``: no test may be left out; run the whole suite.
+    RUN_EVERYTHING = 3
     #: A measuring process could not save its data at its end (a full disk, a read-only
     #: folder): ``EX_IOERR``, as sysexits.h names it.
     NOT_SAVED = 74

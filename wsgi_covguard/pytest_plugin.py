@@ -36,8 +36,10 @@ import os
 import secrets
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -45,6 +47,19 @@ import pytest
 from .auth import dashboard_password
 from .client import ControlClient
 from .errors import ConfigError, CovGuardError
+from .impact import (
+    MAP_NAME,
+    ImpactError,
+    Selection,
+    data_files_since,
+    default_map,
+    distrust_of,
+    record_files,
+    save,
+    select,
+    work_tree,
+)
+from .impact import read as read_map
 from .servers import DEFAULT_ASGI, DEFAULT_WSGI, SERVERS
 from .settings import CONTROL_PREFIX, SHUTDOWN_PATH, TOKEN_ENV, URL_ENV, server_url
 from .spawn import serve_argv, spawn
@@ -67,8 +82,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="label the server's lines with the node id of the test that ran them",
     )
+    group.addoption(
+        "--covguard-affected",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="REF",
+        help="run only the tests a change from REF (default: the impact map's commit) to the"
+        " work tree can affect, as the impact map says",
+    )
+    group.addoption(
+        "--covguard-map",
+        metavar="FILE",
+        help=f"the impact map to write (with --covguard-contexts) and read (default: {MAP_NAME}"
+        " beside coverage's data file)",
+    )
     parser.addini("covguard_app", "module:attribute of the app to serve")
     parser.addini("covguard_server", f"the server for covguard serve: {_SERVER_HELP}")
+    parser.addini(
+        "covguard_affected_ignore",
+        "changed files (glob patterns, from the work tree's root) no end-to-end test can"
+        " depend on: --covguard-affected does not run every test for them",
+        type="linelist",
+    )
     parser.addini(
         "covguard_chromium",
         "launch pytest-playwright's browsers from this Chromium (a path, or a name on PATH;"
@@ -329,3 +365,99 @@ def pytest_terminal_summary(
         terminalreporter.line(
             f"  {overlap['request']} began in {overlap['began']!r}, ended in {overlap['ended']!r}"
         )
+
+
+# -- the impact map: recorded by a contexts run, read by --covguard-affected -------------------
+
+#: When the session began: the data files written since are this run's servers'.
+_BEGAN = pytest.StashKey[float]()
+#: What --covguard-affected says after the collection.
+_AFFECTED = pytest.StashKey[list[str]]()
+
+
+def _map_path(config: pytest.Config) -> Path:
+    given = config.getoption("--covguard-map")
+    return Path(given) if given else default_map()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_BEGAN] = time.time()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With --covguard-affected, keep the tests the change can affect (after -k and -m)."""
+    ref = config.getoption("--covguard-affected")
+    if ref is None:
+        return
+    known: set[str] = set()
+    source = "no map"
+    root = work_tree(config.rootpath)
+    try:
+        if root is None:
+            raise ImpactError(f"{config.rootpath} is not in a git work tree: no change to read")
+        impact = read_map(_map_path(config))
+        known = set(impact.tests)
+        source = f"map from {impact.commit[:12]}" if impact.commit else "map from no commit"
+        selection = select(impact, root, ref or None, config.getini("covguard_affected_ignore"))
+    except ImpactError as exc:
+        selection = Selection(None, everything=str(exc))
+    kept, dropped, reasons = [], [], {}
+    for item in items:
+        why = selection.why(item.nodeid, item.nodeid in known)
+        if why is None:
+            dropped.append(item)
+        else:
+            kept.append(item)
+            reasons[item.nodeid] = why
+    lines = [
+        f"covguard: {len(kept)} of {len(items)} end-to-end tests can be affected by the change;"
+        f" {len(dropped)} not run ({source})"
+    ]
+    if selection.everything is not None:
+        lines.append(f"covguard: every test runs: {selection.everything}")
+    elif config.option.verbose > 0:
+        lines += [f"  {test}: {'; '.join(why)}" for test, why in reasons.items()]
+    config.stash[_AFFECTED] = lines
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
+    return config.stash.get(_AFFECTED, [])
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """With --covguard-contexts, write (or extend) the impact map from the data the servers
+    this run started saved. Under ``covguard run`` that command writes it."""
+    config = session.config
+    if (
+        not config.getoption("--covguard-contexts")
+        or getattr(config, "workerinput", None) is not None
+        or server_url()
+    ):
+        return
+    files = data_files_since(config.stash.get(_BEGAN, time.time()))
+    if not files:
+        return
+    overlaps: dict[str, Any] = config.stash.get(_OVERLAPS, {"count": 0, "shown": []})
+    shown = [str(overlap["began"]) for overlap in overlaps["shown"] if overlap.get("began")]
+    distrust = distrust_of(overlaps["count"], len(overlaps["shown"]))
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    root = work_tree(config.rootpath)
+    try:
+        if root is None:
+            raise ImpactError(f"{config.rootpath} is not in a git work tree")
+        impact = record_files(
+            files, root, unsure=shown, distrust=distrust, test_root=config.rootpath
+        )
+        path = _map_path(config)
+        impact = save(impact, path)
+    except (ImpactError, OSError) as exc:
+        said = f"covguard: no impact map: {exc}"
+    else:
+        said = f"covguard: impact map of {len(impact.tests)} tests in {path}"
+    if reporter is not None:
+        reporter.write_line(said)

@@ -1,0 +1,195 @@
+"""Run only the affected end-to-end tests: the proof on the Flask example, in Chromium.
+
+A copy of the example in a git repository of its own, with one more browser test that
+reads the JSON API too (so that a helper is shared by exactly two tests), records its
+impact map with ``pytest --covguard-contexts``. Each change below is then made to break
+something on purpose, and the whole suite is run on the changed code: every test that
+fails there must be among those ``covguard affected`` selected (the truth), and the
+selection is the one the rules promise.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from live import FLASK_EXAMPLE, PYTEST
+
+pytestmark = pytest.mark.core_independent
+
+PY = sys.executable
+BROWSER = "tests/test_taskboard_browser.py::"
+MARKING = f"{BROWSER}test_marking_a_task_done_moves_it_down_the_list[chromium]"
+JSON_API = f"{BROWSER}test_the_json_api_lists_what_was_added[chromium]"
+JSON_AGAIN = "tests/test_api_again.py::test_the_api_shows_a_task_as_json[chromium]"
+API_AGAIN = """\
+from playwright.sync_api import Page
+
+
+def test_the_api_shows_a_task_as_json(page: Page) -> None:
+    page.goto("/")
+    page.get_by_label("Title").fill("Seen as JSON")
+    page.get_by_role("button", name="Add").click()
+    titles = [task["title"] for task in page.request.get("/api/tasks").json()]
+    assert "Seen as JSON" in titles
+"""
+
+#: Appended to the copy's conftest.py: a page the change broke fails in 1.5 s, not 30.
+FAIL_FAST = """
+import pytest
+from playwright.sync_api import expect
+
+expect.set_options(timeout=1500)
+
+
+@pytest.fixture(autouse=True)
+def _fail_fast(page):
+    page.set_default_timeout(1500)
+"""
+
+
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+        cwd=root, check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+
+
+def run_suite(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*PYTEST, "-rf", *args], cwd=root, capture_output=True, text=True, timeout=300
+    )
+
+
+def failed(done: subprocess.CompletedProcess[str]) -> set[str]:
+    return set(re.findall(r"^FAILED (\S+)", done.stdout, re.MULTILINE))
+
+
+def affected(root: Path) -> tuple[int, set[str], str]:
+    done = subprocess.run(
+        [PY, "-m", "wsgi_covguard", "affected"], cwd=root, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    return done.returncode, set(done.stdout.split()), done.stderr
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example, in git, its map recorded by a browser run with per-test contexts."""
+    root = tmp_path_factory.mktemp("affected") / "taskboard"
+    shutil.copytree(
+        FLASK_EXAMPLE, root, ignore=shutil.ignore_patterns(".coverage.*", "__pycache__")
+    )
+    (root / "tests" / "test_api_again.py").write_text(API_AGAIN)
+    with (root / "tests" / "conftest.py").open("a") as conftest:
+        conftest.write(FAIL_FAST)
+    (root / ".gitignore").write_text(".coverage*\n.covguard*\n__pycache__/\n")
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", ".")
+    git(root, "commit", "-qm", "the example")
+    done = run_suite(root, "--covguard-contexts")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "covguard: impact map of 7 tests in" in done.stdout
+    the_map = json.loads((root / ".covguard-impact.json").read_text())
+    assert the_map["commit"] == git(root, "rev-parse", "HEAD").strip()
+    assert sorted(the_map["blobs"]) == ["taskboard/__init__.py", "taskboard/store.py"]
+    # The same map from the data files alone, as for CI shards combined elsewhere.
+    data = [str(file) for file in root.glob(".coverage.*")]
+    again = subprocess.run(
+        [PY, "-m", "wsgi_covguard", "map", *data, "--output", str(root / ".covguard-again.json")],
+        cwd=root, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert json.loads((root / ".covguard-again.json").read_text())["tests"] == the_map["tests"]
+    return root
+
+
+@pytest.fixture
+def example(recorded: Path) -> Path:
+    """The recorded example, its work tree as committed (the map kept)."""
+    git(recorded, "checkout", "-q", ".")
+    git(recorded, "clean", "-qfd", "--exclude=.covguard-impact.json", "--exclude=.coverage*")
+    return recorded
+
+
+def change(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, path
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_no_change_selects_none(example: Path) -> None:
+    status, chosen, said = affected(example)
+    assert (status, chosen) == (0, set())
+    assert said.startswith("covguard: 0 of 7 end-to-end tests can be affected by the change;")
+
+
+#: A change that breaks something, and what it must select: a view one test reaches, a
+#: helper two tests share, a module-level line (run at import).
+BREAKS = {
+    "a view one test reaches": (
+        "taskboard/__init__.py", 'return redirect(url_for("index"))',
+        'return redirect(url_for("show_task", task_id=task_id))', {MARKING},
+    ),
+    "a helper two tests share": (
+        "taskboard/store.py", "return asdict(self)",
+        'return {**asdict(self), "title": self.title.upper()}', {JSON_API, JSON_AGAIN},
+    ),
+    "a module-level line": ("taskboard/store.py", "MAX_TITLE = 80", "MAX_TITLE = 5", None),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BREAKS))
+def test_every_test_the_change_breaks_is_selected_and_no_more(example: Path, case: str) -> None:
+    path, old, new, expected = BREAKS[case]
+    change(example / path, old, new)
+    status, chosen, said = affected(example)
+    truth = failed(run_suite(example))  # the whole suite, on the changed code
+    assert truth, "the change breaks something"
+    if expected is None:  # every test runs: exit 3, and every test the map knows listed
+        assert (status, len(chosen)) == (3, 7), said
+        assert "changed outside any function" in said
+    else:
+        assert (status, chosen) == (0, expected), said
+    assert truth <= chosen, f"a test the change broke was not selected: {truth - chosen}"
+
+
+def test_pytest_runs_only_the_affected_tests_and_says_why(example: Path) -> None:
+    path, old, new, _ = BREAKS["a view one test reaches"]
+    change(example / path, old, new)
+    done = run_suite(example, "--covguard-affected", "-v")
+    assert done.returncode == 1, done.stdout
+    assert failed(done) == {MARKING}
+    assert (
+        "covguard: 1 of 7 end-to-end tests can be affected by the change; 6 not run (map from "
+        in done.stdout
+    )
+    assert re.search(
+        r"test_marking_a_task_done_moves_it_down_the_list\[chromium\]: taskboard/__init__.py:\d+"
+        r" changed, in complete_task\(\); the test ran complete_task\(\)",
+        done.stdout,
+    ), done.stdout
+    assert "1 failed, 6 deselected" in done.stdout
+
+
+def test_a_template_selects_every_test(example: Path) -> None:
+    change(example / "taskboard" / "templates" / "index.html", "Tasks", "Your tasks")
+    status, chosen, said = affected(example)
+    assert status == 3
+    assert "taskboard/templates/index.html changed and the map does not measure it" in said
+    assert len(chosen) == 7  # every test the map knows, listed
+
+
+def test_a_new_test_file_selects_its_own_tests(example: Path) -> None:
+    (example / "tests" / "test_more.py").write_text(API_AGAIN.replace("as_json", "again"))
+    done = run_suite(example, "--covguard-affected", "--collect-only", "-q")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "tests/test_more.py::test_the_api_shows_a_task_again[chromium]" in done.stdout
+    assert "covguard: 1 of 8 end-to-end tests can be affected by the change; 7 not run" in (
+        done.stdout
+    )
