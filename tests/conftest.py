@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import shutil
 import subprocess
@@ -57,6 +59,24 @@ def servers() -> Iterator[Callable[..., RunningServer]]:
         server.stop()
 
 
+def once_per_run(
+    factory: pytest.TempPathFactory, name: str, measure: Callable[[], dict[str, set[int]]]
+) -> dict[str, set[int]]:
+    """``measure()`` once for the whole run, whatever the xdist workers: the first to ask
+    measures, under a lock, and leaves the lines in the run's temporary folder for the
+    others (a ``coverage run`` reference is seconds of CPU; four workers made it four times)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    shared = factory.getbasetemp().parent if worker else factory.getbasetemp()
+    with (shared / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        kept = shared / f"{name}.json"
+        if kept.exists():
+            return {path: set(lines) for path, lines in json.loads(kept.read_text()).items()}
+        lines = measure()
+        kept.write_text(json.dumps({path: sorted(found) for path, found in lines.items()}))
+        return lines
+
+
 @pytest.fixture(scope="session")
 def httpbin_reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[int]]:
     """What ``coverage run`` measures of httpbin (a real third-party app) for the workload."""
@@ -66,7 +86,8 @@ def httpbin_reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set
     def drive(url: str) -> None:
         drive_httpbin(lambda path: requests.get(url + path, timeout=10))
 
-    lines = coverage_run_reference(folder, "httpbin:app", drive, "httpbin")
+    lines = once_per_run(tmp_path_factory, "httpbin-reference", lambda: coverage_run_reference(
+        folder, "httpbin:app", drive, "httpbin"))  # fmt: skip
     import httpbin.core
 
     source = Path(httpbin.core.__file__).read_text().splitlines()

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from live import FLASK_EXAMPLE, PYTEST
 
-pytestmark = pytest.mark.core_independent
+# One worker records the map and runs every case on it (make test's --dist loadgroup).
+pytestmark = [pytest.mark.core_independent, pytest.mark.xdist_group("affected")]
 
 PY = sys.executable
 BROWSER = "tests/test_taskboard_browser.py::"

@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from live import BIN, DASHBOARD, TEST_APPS, TOKEN, CovguardServe, data_files
 
 #: What these check is the door's and the server's, the same on every core: one Python.
-pytestmark = pytest.mark.core_independent
+# One worker starts the module's two servers once for all its tests (--dist loadgroup).
+pytestmark = [pytest.mark.core_independent, pytest.mark.xdist_group("test_fuzz_control")]
 
 ROUTES = ["/__shutdown__", "/__coverage__/save", "/__coverage__/reset", "/__coverage__/context",
           "/__coverage__/status", "/__coverage__/data", "/__coverage__/snapshot",

@@ -21,6 +21,9 @@ from live import BIN, TOKEN, CovguardServe, RunningServer, data_files, free_port
 
 from wsgi_covguard.session import CoverageSession
 
+# One worker computes the module's waitress_lines once for all its tests (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("test_granian")
+
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 

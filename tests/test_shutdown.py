@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 from live import BIN, TOKEN, RunningServer, data_files, free_port, measured_lines, server_argv
 
+# One worker computes the module's coverage_run_lines once for all its tests (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("test_shutdown")
+
 PY = sys.executable
 SERVERS = [
     "waitress-serve",

@@ -25,6 +25,9 @@ from live import (
     read_data,
 )
 
+# One worker computes the module's reference once for all its tests (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("test_stops_add_nothing")
+
 #: The client requests, the same for every way of stopping (urllib: no extra package).
 DRIVE = """
 import os, urllib.error, urllib.request
@@ -98,6 +101,7 @@ def test_covguard_run_sends_the_app_nothing(plainapp: Path, reference: dict[str,
 
 PLUGIN_TEST = f"""
 import os, subprocess, sys
+
 
 def test_drive(covguard_server):
     subprocess.run([sys.executable, "-c", {DRIVE!r}], check=True,
