@@ -10,9 +10,9 @@
 # Each sets itself up: virtual environments, `pip install -e .[test]`, Debian's chromium.
 
 PYTHON ?= python3
-# No byte-compiling at install: it took half of a fresh environment's 29 s (15 s without,
-# measured); Python compiles what the tests import, once, as they import it.
-PIP_INSTALL := -q --no-compile
+# pip byte-compiles at install (half of a fresh environment's 29 s): keep it, a CI that sets
+# PYTHONDONTWRITEBYTECODE (this one does) would compile every import of every test's server.
+PIP_INSTALL := -q
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $$HOME/.pyenv)
 PY312 ?= $(PYENV_ROOT)/versions/3.12.1/bin/python3
 PY313 ?= $(PYENV_ROOT)/versions/3.13.0/bin/python3

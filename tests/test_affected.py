@@ -194,3 +194,25 @@ def test_a_new_test_file_selects_its_own_tests(example: Path) -> None:
     assert "covguard: 1 of 8 end-to-end tests can be affected by the change; 7 not run" in (
         done.stdout
     )
+
+
+def test_under_xdist_the_workers_choose_and_the_line_is_said(example: Path) -> None:
+    done = run_suite(example, "--covguard-affected", "-n", "2")
+    assert done.returncode == 5, done.stdout  # pytest's "no tests ran": none can be affected
+    assert "covguard: 0 of 7 end-to-end tests can be affected by the change; 7 not run" in (
+        done.stdout
+    )
+
+
+def test_covguard_run_with_contexts_records_the_same_map(example: Path) -> None:
+    before = json.loads((example / ".covguard-impact.json").read_text())
+    done = subprocess.run(
+        [PY, "-m", "wsgi_covguard", "run", "wsgi:application", "--contexts", "--",
+         *PYTEST, "--covguard-contexts", "tests"],
+        cwd=example, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "covguard: impact map of 7 tests in" in done.stdout
+    after = json.loads((example / ".covguard-impact.json").read_text())
+    assert after["tests"] == before["tests"]
+    assert after["commit"] == before["commit"]

@@ -311,10 +311,14 @@ def _add_overlaps(config: pytest.Config, found: dict[str, Any]) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: object) -> None:
-    """Under xdist, gather what each worker's server noted."""
-    found = getattr(node, "workeroutput", {}).get("covguard_overlaps")
+    """Under xdist, gather what each worker's server noted, and what --covguard-affected
+    chose (every worker collects and chooses alike: the first one's lines are shown)."""
+    output = getattr(node, "workeroutput", {})
+    found = output.get("covguard_overlaps")
     if found:
         _add_overlaps(node.config, found)
+    if output.get("covguard_affected"):
+        node.config.stash.setdefault(_AFFECTED_BY_WORKERS, output["covguard_affected"])
 
 
 def _label_phase(item: pytest.Item, phase: str) -> None:
@@ -351,7 +355,10 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
 def pytest_terminal_summary(
     terminalreporter: pytest.TerminalReporter, config: pytest.Config
 ) -> None:
-    """Name the requests whose lines may count for the wrong test (contexts are process-wide)."""
+    """Name the requests whose lines may count for the wrong test (contexts are process-wide);
+    under xdist, say what --covguard-affected chose (the workers chose it)."""
+    for line in config.stash.get(_AFFECTED_BY_WORKERS, []):
+        terminalreporter.write_line(line)
     overlaps = config.stash.get(_OVERLAPS, None)
     if not overlaps or not overlaps["count"]:
         return
@@ -371,8 +378,9 @@ def pytest_terminal_summary(
 
 #: When the session began: the data files written since are this run's servers'.
 _BEGAN = pytest.StashKey[float]()
-#: What --covguard-affected says after the collection.
+#: What --covguard-affected says after the collection; under xdist, what a worker said.
 _AFFECTED = pytest.StashKey[list[str]]()
+_AFFECTED_BY_WORKERS = pytest.StashKey[list[str]]()
 
 
 def _map_path(config: pytest.Config) -> Path:
@@ -419,6 +427,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     elif config.option.verbose > 0:
         lines += [f"  {test}: {'; '.join(why)}" for test, why in reasons.items()]
     config.stash[_AFFECTED] = lines
+    workeroutput = getattr(config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: the controller shows them
+        workeroutput["covguard_affected"] = lines
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
