@@ -236,9 +236,13 @@ def record_files(
         cov = coverage.Coverage(data_file=os.path.join(scratch, ".coverage"))
         try:
             cov.combine([str(file) for file in files], keep=True)
+            data = cov.get_data()
         except coverage.CoverageException as exc:
             raise ImpactError(f"no impact map: {exc}") from None
-        return record(cov.get_data(), root, unsure=unsure, distrust=distrust, test_root=test_root)
+        try:
+            return record(data, root, unsure=unsure, distrust=distrust, test_root=test_root)
+        finally:
+            data.close(force=True)  # before its folder goes
 
 
 def default_map() -> Path:
