@@ -261,3 +261,9 @@ def test_a_helper_selects_the_tests_of_its_tests_folder_and_a_new_test_file_its_
     (project / "tests" / "pages" / "home.py").unlink()
     (project / "tests" / "test_new.py").write_text("def test_new(): pass\n")
     assert chosen(project) == set()  # the new file's tests are not in the map: they run
+
+
+def test_coverage_data_and_the_map_are_never_a_change(project: Path) -> None:
+    for name in (".coverage", ".coverage.host.1.abc", impact.MAP_NAME):
+        (project / name).write_text("written by a run\n")  # untracked, not ignored
+    assert chosen(project) == set()

@@ -334,7 +334,8 @@ def _map(args: argparse.Namespace) -> int:
     root = impact.work_tree(Path.cwd())
     if root is None:
         raise ConfigError(f"{Path.cwd()} is not in a git work tree: a map needs a commit")
-    files = [Path(name) for name in args.data] or [Path(impact.default_map()).parent]
+    data = impact.data_file()  # combined already, or the parallel files beside it
+    files = [Path(name) for name in args.data] or [data if data.exists() else data.parent]
     path = Path(args.output) if args.output else impact.default_map()
     written = impact.save(impact.record_files(files, root, test_root=Path.cwd()), path)
     print(f"covguard: impact map of {len(written.tests)} tests in {path}")

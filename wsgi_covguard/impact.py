@@ -47,6 +47,7 @@ __all__ = [
     "ImpactError",
     "ImpactMap",
     "Selection",
+    "data_file",
     "data_files_since",
     "default_map",
     "distrust_of",
@@ -247,13 +248,13 @@ def record_files(
 
 def default_map() -> Path:
     """Where the map goes: beside coverage's data file (``[run] data_file``)."""
-    return _data_file().parent / MAP_NAME
+    return data_file().parent / MAP_NAME
 
 
 def data_files_since(began: float) -> list[Path]:
     """The data files (``.coverage`` and its parallel ``.coverage.*``) written since
     ``began`` (a time.time()): the ones servers of this run saved."""
-    base = _data_file()
+    base = data_file()
     found = []
     for file in [base, *base.parent.glob(f"{base.name}.*")]:
         if file.name.endswith(("-journal", "-wal", "-shm", ".tmp")):
@@ -264,7 +265,8 @@ def data_files_since(began: float) -> list[Path]:
     return sorted(found)
 
 
-def _data_file() -> Path:
+def data_file() -> Path:
+    """coverage's data file (``[run] data_file``, default ``.coverage``), absolute."""
     import coverage
 
     configured = coverage.Coverage().get_option("run:data_file")
@@ -346,14 +348,15 @@ def select(
             _measured_change(selection, impact, root, ref, path, hunks, touching)
         elif path in test_files or _is_test_file(path):
             selection.folders[path] = f"{path}, a test file, changed: its tests run"
-        elif any(fnmatch.fnmatch(path, pattern) for pattern in patterns):
+        elif _ours(path) or any(fnmatch.fnmatch(path, pattern) for pattern in patterns):
             continue
         elif (folder := _tests_folder(path, test_files)) is not None:
             selection.folders[folder] = f"{path} changed: a helper of the tests under {folder}/"
         else:
             selection.everything = (
                 f"{path} changed and the map does not measure it (a template, settings, data?);"
-                " name it in covguard_affected_ignore if no test can depend on it"
+                " if no test can depend on it, name it in covguard_affected_ignore (pytest) or"
+                " --ignore (covguard affected)"
             )
         if selection.everything is not None:
             return selection
@@ -369,6 +372,12 @@ def select(
 def _test_file(test_root: str, test: str) -> str:
     """The work tree's path of a node id's file."""
     return posixpath.normpath(posixpath.join(test_root, test.partition("::")[0]))
+
+
+def _ours(path: str) -> bool:
+    """coverage.py's data files and the map itself: what a run writes, never what it reads."""
+    name = PurePosixPath(path).name
+    return name in {".coverage", MAP_NAME} or name.startswith((".coverage.", f"{MAP_NAME}."))
 
 
 def _is_test_file(path: str) -> bool:
