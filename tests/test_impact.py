@@ -32,6 +32,15 @@ def add(x):
     return value
 
 
+def registered(f):
+    REGISTRY.append(f)
+    return f
+
+
+REGISTRY = []
+
+
+@registered
 class Board:
     limit = 3
 
@@ -46,9 +55,9 @@ def shared():
 RAN = {
     "tests/test_e2e.py::test_show": {"app.py": [5, 6], "helpers.py": [2]},
     "tests/test_e2e.py::test_add": {"app.py": [10, 11]},
-    "tests/test_e2e.py::test_count": {"app.py": [18], "helpers.py": [2]},
+    "tests/test_e2e.py::test_count": {"app.py": [27], "helpers.py": [2]},
 }
-STARTUP = {"app.py": [1, 4, 9, 14, 15, 17], "helpers.py": [1]}
+STARTUP = {"app.py": [1, 4, 9, 14, 15, 16, 19, 22, 23, 24, 26], "helpers.py": [1]}
 ALL = set(RAN)
 
 
@@ -147,7 +156,7 @@ def test_a_method_is_a_function_and_a_class_body_is_module_level(project: Path) 
     assert chosen(project) == {"tests/test_e2e.py::test_count"}
     git(project, "checkout", "-q", "app.py")
     edit(project / "app.py", "limit = 3", "limit = 4")
-    assert str(chosen(project)).startswith("all: app.py:15 changed outside any function")
+    assert str(chosen(project)).startswith("all: app.py:24 changed outside any function")
 
 
 @pytest.mark.parametrize(
@@ -267,3 +276,10 @@ def test_coverage_data_and_the_map_are_never_a_change(project: Path) -> None:
     for name in (".coverage", ".coverage.host.1.abc", impact.MAP_NAME):
         (project / name).write_text("written by a run\n")  # untracked, not ignored
     assert chosen(project) == set()
+
+
+def test_a_function_that_ran_at_start_up_selects_every_test(project: Path) -> None:
+    edit(project / "app.py", "    REGISTRY.append(f)\n", "    REGISTRY.insert(0, f)\n")
+    assert chosen(project) == "all: app.py:15 changed, in registered(), which ran at start-up" + (
+        " (before any test)"
+    )

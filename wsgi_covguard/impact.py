@@ -443,6 +443,13 @@ def _measured_change(
             )
             return
         first, last, name = body
+        started = impact.startup.get(path, [])
+        at = bisect.bisect_left(started, first)
+        if at < len(started) and started[at] <= last:  # a decorator's body, a setup helper...
+            selection.everything = (
+                f"{path}:{start} changed, in {name}(), which ran at start-up (before any test)"
+            )
+            return
         for test in touching.get(path, ()):
             ran = impact.tests[test][path]
             at = bisect.bisect_left(ran, first)
