@@ -91,6 +91,7 @@ _NEEDED = {
     "Collector.flush_data": "reading the live data without a save",
     "Collector.covdata": "reading the live data without a save",
     "Collector.static_context": "reading the live data without a save",
+    "Collector.tracer_name": "knowing which core measures (ctrace or sysmon)",
     "InOrOut.find_possibly_unexecuted_files": "listing the files that never ran",
     "CoverageData._has_lines": "writing the data again after a reset",
 }
@@ -154,6 +155,7 @@ def _parts(cov: coverage.Coverage) -> dict[str, bool]:
         "Collector.use_data": callable(getattr(collector, "use_data", None)),
         "Collector.flush_data": callable(getattr(collector, "flush_data", None)),
         "Collector.covdata": hasattr(collector, "covdata"),
+        "Collector.tracer_name": callable(getattr(collector, "tracer_name", None)),
         "Collector.static_context": hasattr(collector, "static_context"),
         "Collector._installation_trace": callable(getattr(collector, "_installation_trace", None)),
         "Collector.core.packed_arcs": isinstance(getattr(core, "packed_arcs", None), bool),
@@ -176,7 +178,11 @@ def _sysmon_parts(collector: Any) -> bool:
 
 
 def _sysmon(cov: coverage.Coverage) -> bool:
-    return str(dict(cov.sys_info()).get("core")) == "SysMonitor"
+    # What cov.sys_info() says as "core", without the rest of sys_info(): that globs
+    # the interpreter's folders, 0.9 ms, and a context switch asks this every time.
+    collector: Any = getattr(cov, "_collector", None)
+    tracer_name = getattr(collector, "tracer_name", None)
+    return callable(tracer_name) and tracer_name() == "SysMonitor"
 
 
 # -- dynamic contexts under sysmon ---------------------------------------------------

@@ -89,6 +89,7 @@ class Guard:
         self.drain_timeout = drain_timeout
         self._name_of = name_of
         self._lock = threading.Lock()
+        self._left = threading.Condition(self._lock)  # notified when a request leaves
         # The requests passed to the app and not finished: id(request) -> request.
         self._running: dict[int, Any] = {}
         # How to end those the door can end when the drain runs out (ASGI responses and
@@ -188,7 +189,7 @@ class Guard:
         guard.routes = Routes(
             [
                 Route(shutdown_path, "POST", shutdown),
-                *LiveControls(group, guard.in_flight).routes(control_prefix),
+                *LiveControls(group, guard.in_flight, guard.wait_out).routes(control_prefix),
                 *Dashboard(group).routes(control_prefix),
             ],
             token=settings.token,
@@ -231,12 +232,21 @@ class Guard:
         with self._lock:
             self._running.pop(id(request), None)
             self._enders.pop(id(request), None)
+            self._left.notify_all()
         if began != len(self.session.contexts):
             self.session.note_overlap(self._name_of(request), began - 1)
 
     def in_flight(self) -> int:
         """How many requests the app is serving now."""
         return len(self._running)
+
+    def wait_out(self, timeout: float) -> bool:
+        """Wait until the requests in flight now have left, ``timeout`` seconds at most;
+        whether they have. Those that arrive meanwhile are not waited for: on a busy
+        server some request is always in flight."""
+        with self._left:
+            now = set(self._running)
+            return self._left.wait_for(lambda: now.isdisjoint(self._running), timeout)
 
     @property
     def stopping(self) -> bool:
