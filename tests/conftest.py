@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import fcntl
-import json
 import os
 import shutil
 import subprocess
@@ -18,6 +16,7 @@ from live import (
     RunningServer,
     coverage_run_reference,
     drive_httpbin,
+    once_per_run,
 )
 
 # No time limit on an example: a verdict never rests on timing (speed lives in benchmarks/).
@@ -57,24 +56,6 @@ def servers() -> Iterator[Callable[..., RunningServer]]:
     yield launch
     for server in started:
         server.stop()
-
-
-def once_per_run(
-    factory: pytest.TempPathFactory, name: str, measure: Callable[[], dict[str, set[int]]]
-) -> dict[str, set[int]]:
-    """``measure()`` once for the whole run, whatever the xdist workers: the first to ask
-    measures, under a lock, and leaves the lines in the run's temporary folder for the
-    others (a ``coverage run`` reference is seconds of CPU; four workers made it four times)."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
-    shared = factory.getbasetemp().parent if worker else factory.getbasetemp()
-    with (shared / f"{name}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        kept = shared / f"{name}.json"
-        if kept.exists():
-            return {path: set(lines) for path, lines in json.loads(kept.read_text()).items()}
-        lines = measure()
-        kept.write_text(json.dumps({path: sorted(found) for path, found in lines.items()}))
-        return lines
 
 
 @pytest.fixture(scope="session")

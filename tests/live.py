@@ -7,6 +7,8 @@ processes started here are signalled, by pid.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import os
 import random
 import select
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import IO
 
 import coverage
+import pytest
 import requests
 
 from wsgi_covguard import dashboard_password
@@ -426,6 +429,51 @@ def coverage_run_reference(
     finally:
         server.stop()
     return measured_lines(folder, package)
+
+
+@contextlib.contextmanager
+def _run_wide(factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
+    """The folder every xdist worker of this run shares (their base temps' parent), with
+    ``name``'s lock held: the first to come makes the thing, the others find it made."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    shared = factory.getbasetemp().parent if worker else factory.getbasetemp()
+    with (shared / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield shared
+
+
+def once_per_run(
+    factory: pytest.TempPathFactory, name: str, measure: Callable[[], dict[str, set[int]]]
+) -> dict[str, set[int]]:
+    """``measure()`` once for the whole run, whatever the xdist workers: the first to ask
+    measures and leaves the lines in the run's temporary folder for the others (a
+    ``coverage run`` reference is seconds of CPU; four workers made it four times)."""
+    with _run_wide(factory, name) as shared:
+        kept = shared / f"{name}.json"
+        if kept.exists():
+            return {path: set(lines) for path, lines in json.loads(kept.read_text()).items()}
+        lines = measure()
+        kept.write_text(json.dumps({path: sorted(found) for path, found in lines.items()}))
+        return lines
+
+
+def tree_once_per_run(
+    factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]
+) -> Path:
+    """A folder ``make(folder)`` fills once for the whole run; each caller gets a copy of
+    its own to change (a recorded browser suite is tens of seconds: made once, its cases
+    then run on every worker, not in one worker's line)."""
+    with _run_wide(factory, name) as shared:
+        kept = shared / name
+        if not kept.exists():
+            making = shared / f"{name}.making"  # a make that failed leaves nothing to find
+            shutil.rmtree(making, ignore_errors=True)
+            making.mkdir()
+            make(making)
+            making.rename(kept)
+    mine = factory.mktemp(name) / kept.name
+    shutil.copytree(kept, mine, symlinks=True)
+    return mine
 
 
 def wait_in_flight(url: str, count: int, token: str = TOKEN, timeout: float = 10) -> None:

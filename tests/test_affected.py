@@ -19,10 +19,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from live import FLASK_EXAMPLE, PYTEST
+from live import FLASK_EXAMPLE, PYTEST, tree_once_per_run
 
-# One worker records the map and runs every case on it (make test's --dist loadgroup).
-pytestmark = [pytest.mark.core_independent, pytest.mark.xdist_group("affected")]
+pytestmark = pytest.mark.core_independent
 
 PY = sys.executable
 BROWSER = "tests/test_taskboard_browser.py::"
@@ -83,10 +82,10 @@ def affected(root: Path) -> tuple[int, set[str], str]:
     return done.returncode, set(done.stdout.split()), done.stderr
 
 
-@pytest.fixture(scope="module")
-def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The example, in git, its map recorded by a browser run with per-test contexts."""
-    root = tmp_path_factory.mktemp("affected") / "taskboard"
+def record(folder: Path) -> None:
+    """The example in git at ``folder``, its map recorded by a browser run with per-test
+    contexts."""
+    root = folder / "taskboard"
     shutil.copytree(
         FLASK_EXAMPLE, root, ignore=shutil.ignore_patterns(".coverage.*", "__pycache__")
     )
@@ -111,14 +110,22 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert json.loads((root / ".covguard-again.json").read_text())["tests"] == the_map["tests"]
-    return root
+    for file in data:  # their paths are this folder's, not a copy's: the map is what is kept
+        os.remove(file)
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of this worker's own of the example recorded once for the whole run (the map
+    holds paths relative to the repository, so a copy is as good as the original)."""
+    return tree_once_per_run(tmp_path_factory, "affected", record) / "taskboard"
 
 
 @pytest.fixture
 def example(recorded: Path) -> Path:
     """The recorded example, its work tree as committed (the map kept)."""
     git(recorded, "checkout", "-q", ".")
-    git(recorded, "clean", "-qfd", "--exclude=.covguard-impact.json", "--exclude=.coverage*")
+    git(recorded, "clean", "-qfd", "--exclude=.covguard-impact.json")
     return recorded
 
 
