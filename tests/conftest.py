@@ -12,6 +12,7 @@ from hypothesis import settings
 from live import (
     FLASK_EXAMPLE,
     HTTPBIN_COVERAGERC,
+    PYRAMID_EXAMPLE,
     TEST_APPS,
     RunningServer,
     coverage_run_reference,
@@ -25,14 +26,21 @@ settings.register_profile("covguard", deadline=None)
 settings.load_profile("covguard")
 
 
+def _copy(example: Path, folder: Path) -> Path:
+    shutil.copytree(example, folder, ignore=shutil.ignore_patterns(".coverage.*", "__pycache__"))
+    return folder
+
+
 @pytest.fixture
 def taskboard(tmp_path: Path) -> Path:
     """A private copy of the Flask example: its data files land there alone."""
-    folder = tmp_path / "taskboard-app"
-    shutil.copytree(
-        FLASK_EXAMPLE, folder, ignore=shutil.ignore_patterns(".coverage.*", "__pycache__")
-    )
-    return folder
+    return _copy(FLASK_EXAMPLE, tmp_path / "taskboard-app")
+
+
+@pytest.fixture
+def bookshelf(tmp_path: Path) -> Path:
+    """A private copy of the Pyramid example, its ini file with it."""
+    return _copy(PYRAMID_EXAMPLE, tmp_path / "bookshelf-app")
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ from wsgi_covguard.prefork import children as workers_of
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 FLASK_EXAMPLE = ROOT / "examples" / "flask"
+PYRAMID_EXAMPLE = ROOT / "examples" / "pyramid"
 TEST_APPS = ROOT / "tests" / "apps"
 TOKEN = "test-token-0123456789abcdef"
 #: A pytest a test starts (an example's suite, a project of the plugin's tests), with the

@@ -136,7 +136,7 @@ def test_an_unwritable_data_file_is_refused_at_start_up(plainapp: Path) -> None:
 
 THREAD_FIRST = """\
 import threading
-threading.Thread(target=threading.Event().wait, daemon=True).start()  # before coverage
+threading.Thread(target=threading.Event().wait, name="early", daemon=True).start()
 import wsgi_covguard
 wsgi_covguard.start()
 from plainapp import app
@@ -154,7 +154,8 @@ def test_threads_ctrace_cannot_measure_are_reported_once(
     server = servers(argv, cwd=plainapp, port=port, env=env).wait_listening()
     status = server.get("/__coverage__/status", headers={"Authorization": f"Bearer {server.token}"})
     warning = (
-        "1 thread(s) were running before coverage started; the ctrace core does not measure"
+        "1 thread(s) were running before coverage started (early); the ctrace core does not"
+        " measure"
         " them: start coverage first (the top of the entry point), or use Python 3.12+ for"
         " the sysmon core"
     )

@@ -16,7 +16,9 @@ path; the process then leaves, and at its exit, in this order:
    :func:`~wsgi_covguard.start` before the app is imported: it runs after the app's
    handlers, whose lines are measured too. A multiprocessing child leaves through
    ``os._exit()``, past atexit: there it runs as multiprocessing's finalizer.
-5. :func:`die_of_at_exit`: a process that took over a signal to save first dies of it,
+5. :func:`after_last_save` steps: what watches this process and must not outlive it is
+   told, the data being safe (``pserve --reload``'s monitor, on a shutdown asked).
+6. :func:`die_of_at_exit`: a process that took over a signal to save first dies of it,
    as its sender expects; a multiprocessing child, saved for good, ignores Ctrl-C while
    it joins its threads.
 
@@ -50,6 +52,7 @@ from .errors import ExitCode
 __all__ = [
     "ENDING_SIGNALS",
     "Finishing",
+    "after_last_save",
     "die_of_at_exit",
     "handle",
     "on_exit_drain",
@@ -81,6 +84,7 @@ class Finishing(Protocol):
 _drains: list[Callable[[], object]] = []
 _removals: list[tuple[int, Callable[[], object]]] = []
 _dying: list[int] = []
+_afterwards: list[tuple[int, Callable[[], object]]] = []
 _registered: set[str] = set()
 _final: list[Finishing] = []
 
@@ -107,8 +111,15 @@ def remove_at_exit(remove: Callable[[], object]) -> None:
     _removals.append((os.getpid(), remove))
 
 
+def after_last_save(step: Callable[[], object]) -> None:
+    """Step 5 at exit: ``step()``, once the final save is over (or failed), in this process
+    only."""
+    _register_last()
+    _afterwards.append((os.getpid(), step))
+
+
 def die_of_at_exit(signum: int) -> None:
-    """Step 5 at exit: the process dies of ``signum``, its default action, once saved."""
+    """Step 6 at exit: the process dies of ``signum``, its default action, once saved."""
     _register_last()
     _dying.append(signum)
 
@@ -188,7 +199,7 @@ def _run_drains() -> None:
 
 
 def _run_last() -> None:
-    """Steps 3 to 5, then the interpreter's last garbage collection spared the old heap.
+    """Steps 3 to 6, then the interpreter's last garbage collection spared the old heap.
 
     After the app's handlers have run, finalizing the interpreter collects garbage over
     the whole heap: a Django worker spends 0.2 s in it, and 16 pre-fork workers on two
@@ -203,6 +214,9 @@ def _run_last() -> None:
                 remove()
     unsaved = [session.finish() for session in _final]
     gc.freeze()
+    for owner, step in list(_afterwards):
+        if owner == here:
+            step()
     if any(reason is not None for reason in unsaved):
         # A process that could not save must not exit 0 as if it had (a CI job would
         # pass with no data). atexit cannot change the exit status: the handlers

@@ -121,10 +121,12 @@ class CoverageSession:
 
     def warn_untraced_threads(self) -> None:
         """Say once if threads already running will not be measured (ctrace)."""
-        running = threading.active_count() - 1
-        if self.owned and running > 0 and self.core != "sysmon":
+        here = threading.current_thread()
+        running = [thread.name for thread in threading.enumerate() if thread is not here]
+        if self.owned and running and self.core != "sysmon":
             self.warnings.append(
-                f"{running} thread(s) were running before coverage started; the {self.core}"
+                f"{len(running)} thread(s) were running before coverage started"
+                f" ({', '.join(running)}); the {self.core}"
                 " core does not measure them: start coverage first (the top of the entry"
                 " point), or use Python 3.12+ for the sysmon core"
             )
