@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import coverage
 import pytest
@@ -414,22 +414,63 @@ def drive_httpbin(get: Callable[[str], requests.Response], rounds: int = 1) -> N
         assert get("/nope").status_code == 404
 
 
+def coverage_run_lines(
+    folder: Path,
+    command: list[str],
+    port: int,
+    drive: Callable[[str], None],
+    package: str,
+    env: dict[str, str] | None = None,
+) -> dict[str, set[int]]:
+    """The lines ``coverage run -p COMMAND`` (a server listening on ``port``) measures of
+    ``package`` for ``drive(url)``, stopped with Ctrl-C as from a terminal."""
+    argv = [sys.executable, "-m", "coverage", "run", "-p", *command]
+    server = RunningServer(argv, cwd=folder, port=port, token=None, background=False, env=env)
+    try:
+        drive(server.wait_listening(timeout=30).url)
+        server.signal(signal.SIGINT)
+        assert server.wait(timeout=10) == 0, server.output()
+    finally:
+        server.stop()
+    return measured_lines(folder, package)
+
+
 def coverage_run_reference(
     folder: Path, app: str, drive: Callable[[str], None], package: str
 ) -> dict[str, set[int]]:
     """The lines ``coverage run`` measures around single-process waitress for ``drive(url)``."""
     port = free_port()
-    argv = [sys.executable, "-m", "coverage", "run", "-p", "-m", "waitress",
-            f"--listen=127.0.0.1:{port}", app]  # fmt: skip
-    server = RunningServer(argv, cwd=folder, port=port, token=None, background=False)
-    try:
-        server.wait_listening()
-        drive(server.url)
-        server.signal(signal.SIGINT)
-        assert server.wait(timeout=10) == 0
-    finally:
-        server.stop()
-    return measured_lines(folder, package)
+    command = ["-m", "waitress", f"--listen=127.0.0.1:{port}", app]
+    return coverage_run_lines(folder, command, port, drive, package)
+
+
+def browse_example(
+    url: str,
+    form: dict[str, str],
+    wrong: dict[str, str],
+    *,
+    made: str,
+    api: str,
+    session: requests.Session | None = None,
+) -> Any:
+    """What a user does with one of the examples (a list with a form, an item page, a JSON
+    API): the list, the form ``wrong`` (400) and right (redirected to ``made``), a page
+    that does not exist (404); the API's answer."""
+    client = session or requests.Session()
+    assert client.get(url + "/", timeout=10).status_code == 200
+    assert client.post(url + "/", data={**form, **wrong}, timeout=10).status_code == 400
+    added = client.post(url + "/", data=form, timeout=10)
+    assert added.url.endswith(made), added.url
+    assert client.get(url + made.rstrip("0123456789") + "9", timeout=10).status_code == 404
+    return client.get(url + api, timeout=10).json()
+
+
+def shut_down_for_good(server: RunningServer, timeout: float = 20) -> None:
+    """The shutdown route stops the server and every process it started, with exit 0."""
+    processes = [server.pid, *descendants(server.pid)]  # a reloader's child, workers
+    assert server.shutdown().status_code == 202
+    assert server.wait(timeout=timeout) == 0, server.output()
+    assert not [pid for pid in processes if Path(f"/proc/{pid}").exists()]
 
 
 @contextlib.contextmanager

@@ -9,21 +9,20 @@ and the shutdown route stops ``pserve`` (and its reloader with ``--reload``) wit
 from __future__ import annotations
 
 import shutil
-import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import requests
 from live import (
     BIN,
     PYRAMID_EXAMPLE,
     RunningServer,
-    descendants,
+    browse_example,
+    coverage_run_lines,
     free_port,
     measured_lines,
     once_per_run,
+    shut_down_for_good,
 )
 
 from wsgi_covguard import ConfigError, paste
@@ -49,14 +48,10 @@ def edit(path: Path, old: str, new: str) -> None:
 
 
 def browse(url: str) -> None:
-    """What a user does with the bookshelf: every view, the form wrong and right."""
-    assert requests.get(url + "/", timeout=10).status_code == 200
+    """Every view of the bookshelf."""
     form = {"title": "Dune", "year": "1965"}
-    assert requests.post(url + "/", data={**form, "year": "3"}, timeout=10).status_code == 400
-    added = requests.post(url + "/", data=form, timeout=10)
-    assert added.url.endswith("/books/1"), added.url
-    assert requests.get(url + "/api/books", timeout=10).json()["books"][0]["title"] == "Dune"
-    assert requests.get(url + "/books/9", timeout=10).status_code == 404
+    shelf = browse_example(url, form, {"year": "3"}, made="/books/1", api="/api/books")
+    assert shelf["books"][0]["title"] == "Dune"
 
 
 @pytest.fixture(scope="session")
@@ -68,17 +63,9 @@ def pserve_reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[
         folder = tmp_path_factory.mktemp("pserve-reference") / "bookshelf-app"
         shutil.copytree(PYRAMID_EXAMPLE, folder, ignore=shutil.ignore_patterns(".coverage.*"))
         port = free_port()
-        argv = [sys.executable, "-m", "coverage", "run", "-p", "-m", "pyramid.scripts.pserve",
-                "development.ini", f"http_port={port}"]  # fmt: skip
-        server = RunningServer(argv, cwd=folder, port=port, token=None, background=False,
-                               env={"PYTHONPATH": str(folder)})  # fmt: skip
-        try:
-            browse(server.wait_listening().url)
-            server.signal(signal.SIGINT)
-            assert server.wait(timeout=10) == 0, server.output()
-        finally:
-            server.stop()
-        return measured_lines(folder, "bookshelf")
+        command = ["-m", "pyramid.scripts.pserve", "development.ini", f"http_port={port}"]
+        env = {"PYTHONPATH": str(folder)}
+        return coverage_run_lines(folder, command, port, browse, "bookshelf", env)
 
     return once_per_run(tmp_path_factory, "pserve-reference", measure)
 
@@ -92,11 +79,8 @@ def test_pserve_measures_what_coverage_run_measures_and_stops_with_exit_0(
 ) -> None:
     uri = "covguard+ini:development.ini"
     server = pserve(servers, bookshelf, uri, *LAUNCHES[launch]).wait_listening()
-    processes = [server.pid, *descendants(server.pid)]  # the reloader's worker too
     browse(server.url)
-    assert server.shutdown().status_code == 202
-    assert server.wait(timeout=20) == 0, server.output()
-    assert not [pid for pid in processes if Path(f"/proc/{pid}").exists()]
+    shut_down_for_good(server)  # the reloader's worker too
     assert "after PasteDeploy imported the app" not in server.output()
     assert measured_lines(bookshelf, "bookshelf") == pserve_reference
 

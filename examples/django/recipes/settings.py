@@ -10,6 +10,9 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
 ]
 ROOT_URLCONF = "recipes.urls"
+# manage.py runserver serves these: the entry points that wrap the app in the door.
+WSGI_APPLICATION = "wsgi.application"
+ASGI_APPLICATION = "asgi.application"
 TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}]
 DATABASES: dict[str, dict[str, str]] = {}
 USE_TZ = True
