@@ -333,3 +333,81 @@ def test_the_html_report_before_anything_was_measured_is_a_clear_4xx(tmp_path: P
         assert summary.json()["error"] == "No data to report."
     finally:
         live.stop()
+
+
+def big_project(folder: Path, apps: int = 8, modules: int = 30) -> None:
+    """A project the size of a real site (500 files): apps of view modules, each imported
+    and one function of it run, and migrations the server never imports."""
+    calls = []
+    for app in range(apps):
+        package = folder / "bigsite" / f"app{app}"
+        (package / "migrations").mkdir(parents=True)
+        (package / "__init__.py").write_text("")
+        (package / "migrations" / "__init__.py").write_text("")
+        for module in range(modules):
+            (package / f"views{module}.py").write_text(
+                f"def seen():\n    return {module}\n\n\ndef unseen():\n    return -{module}\n"
+            )
+            (package / "migrations" / f"{module:04d}_auto.py").write_text(
+                "OPERATIONS = []\nDEPENDENCIES = []\n"
+            )
+            calls.append(f"bigsite.app{app}.views{module}")
+    (folder / "bigsite" / "__init__.py").write_text("")
+    (folder / ".coveragerc").write_text("[run]\nsource = bigsite\n")
+    (folder / "bigapp.py").write_text(
+        "import importlib\n\n"
+        f"MODULES = {calls!r}\n\n\n"
+        "def application(environ, start_response):\n"
+        "    for name in MODULES:\n"
+        "        importlib.import_module(name).seen()\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [b'ok']\n"
+    )
+
+
+@pytest.mark.core_independent
+def test_a_project_of_500_files_reads_folder_by_folder_filtered_the_unrun_apart(
+    tmp_path: Path,
+) -> None:
+    big_project(tmp_path)
+    live = CovguardServe(["bigapp:application"], cwd=tmp_path)
+    try:
+        assert requests.get(live.url + "/", timeout=30).status_code == 200
+        summary = requests.get(live.url + "/__coverage__/summary", auth=BASIC, timeout=60).json()
+        folders = {row["folder"]: row for row in summary["folders"]}
+        # Each folder sums its own files, by coverage.py's Numbers: the total is theirs.
+        assert sum(row["statements"] for row in folders.values()) == summary["statements"]
+        assert sum(row["missing"] for row in folders.values()) == summary["missing"]
+        app0 = folders["bigsite/app0"]
+        assert (app0["statements"], app0["missing"], app0["shown"]) == (120, 30, "75")
+        migrations = folders["bigsite/app0/migrations"]
+        assert (migrations["statements"], migrations["missing"]) == (60, 60)
+
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            page = browser.new_page(http_credentials={"username": "tester", "password": DASHBOARD})
+            page.goto(f"{live.url}/__coverage__/")
+            files = page.locator("#files tr")
+            # The 240 view modules that ran; the 240 migrations no line of which ran,
+            # apart, not at the top of the list at 0%.
+            expect(files).to_have_count(8 * 30 + 8 * 2 + 1, timeout=20_000)  # and __init__s
+            expect(page.locator("#unrun-count")).to_have_text(
+                "240 file(s) of which no line ran (never imported by the server)"
+            )
+            assert "_auto.py" not in page.locator("#files").inner_text()
+            page.get_by_label("Filter by path").fill("app3/views1")
+            expect(files).to_have_count(11)  # views1, views10..19
+            page.get_by_label("Filter by path").fill("")
+            page.locator("#by-folder summary").click()
+            folder_rows = page.locator("#folders tr")
+            # Folders by name: the apps first, not their 0% migrations.
+            expect(folder_rows.first.locator("td").first).to_have_text("bigsite")
+            folder_rows.filter(has=page.get_by_text("bigsite/app5", exact=True)).click()
+            expect(page.get_by_label("Filter by path")).to_have_value("bigsite/app5/")
+            expect(files).to_have_count(30 + 2)
+            expect(folder_rows.first.locator("td").nth(3)).to_have_text(
+                folders["bigsite/app5"]["shown"] + "%"
+            )
+            browser.close()
+    finally:
+        live.stop()
