@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -175,6 +176,18 @@ def test_run_serves_runs_stops_combines_and_reports(project: Path) -> None:
     assert "TOTAL" in done.stdout
     assert (project / ".coverage").exists()
     assert data_files(project) == [], "combined into .coverage"
+
+
+@pytest.mark.core_independent
+def test_runs_report_keeps_coverages_own_report_settings(project: Path) -> None:
+    # A project of 900 files sets these so that its report lists what matters.
+    with (project / ".coveragerc").open("a") as rc:
+        rc.write("\n[report]\nskip_covered = True\nskip_empty = True\n")
+    done = covguard_run(project, PY, "-c", CLIENT.format(0))
+    assert done.returncode == 0, done.stderr
+    assert "httpbin/core.py" in done.stdout
+    assert "httpbin/__init__.py" not in done.stdout  # fully run: skipped
+    assert re.search(r"\d+ files? skipped due to complete coverage\.", done.stdout)  # its line
 
 
 @pytest.mark.core_independent

@@ -239,3 +239,29 @@ def test_a_run_with_contexts_that_set_none_says_so(project: Path) -> None:
         "covguard: --contexts: the command set no context, so every line carries the empty one;"
         " label each test with pytest --covguard-contexts"
     ) in done.stderr
+
+
+FAILING = """
+import urllib.request
+
+
+def test_fails_after_a_request(covguard_server):
+    urllib.request.urlopen(covguard_server.url + "/get").read()
+    assert False, "on purpose: pytest shows what it captured"
+"""
+
+
+@pytest.mark.core_independent
+def test_the_servers_access_log_is_not_a_tests_captured_output(project: Path) -> None:
+    (project / "test_fails.py").write_text(FAILING)
+    base = project / "base"
+    done = run_pytest(project, "--covguard-app", "httpbin:app", "--covguard-server", "werkzeug",
+                      "--basetemp", str(base), "test_fails.py")  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "on purpose" in done.stdout
+    log = base / "covguard-server.log"
+    assert f"covguard: the server's output is in {log}" in done.stdout
+    said = log.read_text()
+    assert '"GET /get HTTP/1.1" 200' in said  # werkzeug's access log, there
+    assert "covguard: serving httpbin:app on http://127.0.0.1:" in said
+    assert "GET /get" not in done.stdout + done.stderr  # not in the failure's report

@@ -204,6 +204,8 @@ _PHASE = pytest.StashKey[str]()
 #: Requests the servers saw run across a context switch, for the terminal summary:
 #: {"count": how many, "shown": the first few, as the servers described them}.
 _OVERLAPS = pytest.StashKey[dict[str, Any]]()
+#: Lines for the terminal summary (where each server's output went).
+_SAID = pytest.StashKey[list[str]]()
 
 
 def _setting(config: pytest.Config, name: str) -> str | None:
@@ -212,8 +214,12 @@ def _setting(config: pytest.Config, name: str) -> str | None:
 
 
 @pytest.fixture(scope="session")
-def covguard_server(pytestconfig: pytest.Config) -> Iterator[LiveServer]:
-    """The app served by ``covguard serve`` under coverage, for the whole session."""
+def covguard_server(
+    pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """The app served by ``covguard serve`` under coverage, for the whole session; its
+    output (an access log, its own lines) in a file of pytest's temporary folder, named
+    at the end, not in each test's captured output."""
     app = _setting(pytestconfig, "app")
     if app is None:
         raise pytest.UsageError(
@@ -228,9 +234,13 @@ def covguard_server(pytestconfig: pytest.Config) -> Iterator[LiveServer]:
         app_dir=str(pytestconfig.rootpath),
         contexts=pytestconfig.getoption("--covguard-contexts"),
     )
+    log_path = tmp_path_factory.getbasetemp() / "covguard-server.log"
+    log = log_path.open("a", encoding="utf-8")
+    _say_at_the_end(pytestconfig, f"covguard: the server's output is in {log_path}")
     try:
-        spawned = spawn(argv, token=token, timeout=READY_TIMEOUT)
+        spawned = spawn(argv, token=token, timeout=READY_TIMEOUT, log=log)
     except ConfigError as exc:
+        log.close()
         raise pytest.UsageError(f"covguard serve {app}: {exc}") from None
     server = LiveServer(spawned.url, token, process=spawned.process)
     pytestconfig.stash[_SERVER] = server
@@ -244,6 +254,7 @@ def covguard_server(pytestconfig: pytest.Config) -> Iterator[LiveServer]:
         if pytestconfig.getoption("--covguard-contexts"):
             _keep_overlaps(pytestconfig, server)
         server.stop()
+        log.close()
 
 
 @pytest.fixture(scope="session")
@@ -303,6 +314,14 @@ def _keep_overlaps(config: pytest.Config, server: LiveServer) -> None:
         workeroutput["covguard_overlaps"] = config.stash[_OVERLAPS]
 
 
+def _say_at_the_end(config: pytest.Config, line: str) -> None:
+    """``line`` in the terminal summary (an xdist worker's, by the controller)."""
+    config.stash.setdefault(_SAID, []).append(line)
+    workeroutput = getattr(config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["covguard_said"] = config.stash[_SAID]
+
+
 def _add_overlaps(config: pytest.Config, found: dict[str, Any]) -> None:
     kept = config.stash.setdefault(_OVERLAPS, {"count": 0, "shown": []})
     kept["count"] += found["count"]
@@ -319,6 +338,7 @@ def pytest_testnodedown(node: Any, error: object) -> None:
         _add_overlaps(node.config, found)
     if output.get("covguard_affected"):
         node.config.stash.setdefault(_AFFECTED_BY_WORKERS, output["covguard_affected"])
+    node.config.stash.setdefault(_SAID, []).extend(output.get("covguard_said", []))
 
 
 def _label_phase(item: pytest.Item, phase: str) -> None:
@@ -356,8 +376,11 @@ def pytest_terminal_summary(
     terminalreporter: pytest.TerminalReporter, config: pytest.Config
 ) -> None:
     """Name the requests whose lines may count for the wrong test (contexts are process-wide);
-    under xdist, say what --covguard-affected chose (the workers chose it)."""
+    under xdist, say what --covguard-affected chose (the workers chose it); say where each
+    server's output went."""
     for line in config.stash.get(_AFFECTED_BY_WORKERS, []):
+        terminalreporter.write_line(line)
+    for line in config.stash.get(_SAID, []):
         terminalreporter.write_line(line)
     overlaps = config.stash.get(_OVERLAPS, None)
     if not overlaps or not overlaps["count"]:

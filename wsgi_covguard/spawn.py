@@ -3,9 +3,11 @@
 
 The server says it listens in one line on its standard output, ``covguard: serving
 APP on URL (...)``, printed once its socket accepts connections. The child's output
-is passed on to ours line by line, the ready line included, for as long as it runs
-(an unread pipe would block a chatty server); the wait for the line has a deadline,
-and a child that dies first or misses it is said so in one line, and ended.
+is passed on line by line, the ready line included, for as long as it runs (an unread
+pipe would block a chatty server): to ours (``covguard run``), or with its standard
+error to a file of its own (the pytest plugin: a server's access log is not a test's
+output). The wait for the line has a deadline, and a child that dies first or misses
+it is said so in one line, and ended.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass
+from typing import TextIO
 
 from .errors import ConfigError
 
@@ -61,19 +64,23 @@ def serve_argv(
     return argv
 
 
-def spawn(argv: list[str], *, token: str, timeout: float) -> Spawned:
+def spawn(argv: list[str], *, token: str, timeout: float, log: TextIO | None = None) -> Spawned:
     """Run ``argv`` with ``COVGUARD_TOKEN=token``; return once it listens.
 
-    Raises :class:`ConfigError` if it exits first or does not listen within
-    ``timeout`` seconds (it is then ended).
+    ``log``: where its standard output and error go (default: its output to ours, its
+    errors to our standard error). Raises :class:`ConfigError` if it exits first or does
+    not listen within ``timeout`` seconds (it is then ended).
     """
     process = subprocess.Popen(
         argv,
         env={**os.environ, "COVGUARD_TOKEN": token},
         stdout=subprocess.PIPE,
+        stderr=None if log is None else subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         text=True,
     )
+    out = sys.stdout if log is None else log
+    seen = "above" if log is None else f"in {getattr(log, 'name', 'its log')}"
     found: list[str] = []
     ready = threading.Event()
 
@@ -81,8 +88,8 @@ def spawn(argv: list[str], *, token: str, timeout: float) -> Spawned:
         assert process.stdout is not None
         for line in process.stdout:
             try:
-                sys.stdout.write(line)
-                sys.stdout.flush()
+                out.write(line)
+                out.flush()
             except (ValueError, OSError):  # our output is closed (pytest's capture): drain
                 pass
             match = READY_LINE.match(line)
@@ -99,7 +106,7 @@ def spawn(argv: list[str], *, token: str, timeout: float) -> Spawned:
         code = process.wait()
         if timed_out:
             raise ConfigError(
-                f"the server did not listen within {timeout:g}s; see its output above"
+                f"the server did not listen within {timeout:g}s; see its output {seen}"
             )
-        raise ConfigError(f"the server exited with status {code} before listening; see above")
+        raise ConfigError(f"the server exited with status {code} before listening; see {seen}")
     return Spawned(process, found[0])
