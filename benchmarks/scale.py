@@ -27,9 +27,11 @@ from pathlib import Path
 
 import requests
 
+from wsgi_covguard import dashboard_password
+
 TOKEN = "scale-token-0123456789abcdef"  # noqa: S105 (a local benchmark's token)
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
-BASIC = ("bench", TOKEN)
+BASIC = ("bench", dashboard_password(TOKEN))  # the read-only pages' password
 PY = sys.executable
 BIN = Path(PY).parent
 

@@ -19,6 +19,7 @@ import pytest
 import requests
 from live import (
     HTTPBIN_COVERAGERC,
+    HTTPBIN_ENTRY,
     ROOT,
     TOKEN,
     CovguardServe,
@@ -60,11 +61,22 @@ def serve(project: Path) -> Iterator[type[CovguardServe]]:
         server.stop()
 
 
+#: APP as covguard serve is given it: the bare app (serve wraps it), or the README's entry
+#: point, which wraps itself as it is imported (before serve has made the server).
+ENTRIES = {"bare app": "httpbin:app", "entry point": "entry:application"}
+
+
+@pytest.mark.parametrize("entry", list(ENTRIES))
 @pytest.mark.parametrize("server", SERVERS)
 def test_serve_measures_what_coverage_run_measures(
-    server: str, project: Path, serve: type[CovguardServe], httpbin_reference: dict[str, set[int]]
+    server: str,
+    entry: str,
+    project: Path,
+    serve: type[CovguardServe],
+    httpbin_reference: dict[str, set[int]],
 ) -> None:
-    live = serve(["httpbin:app", "--server", server])
+    (project / "entry.py").write_text(HTTPBIN_ENTRY)
+    live = serve([ENTRIES[entry], "--server", server])
     assert live.url.startswith("http://127.0.0.1:")
     assert f"({server}, core " in live.ready_line
     assert f"pid {live.pid})" in live.ready_line

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import dataclasses
 import functools
+import importlib
 import os
 import secrets
 import signal
@@ -63,6 +64,11 @@ def serve(args: argparse.Namespace) -> int:
     assert session is not None
     try:
         sys.path.insert(0, os.path.abspath(args.app_dir))
+        if args.server is not None:
+            # An entry point that wraps itself opens its door as it is imported: the server
+            # must be there already for the door to see it (a gunicorn master that forks
+            # its workers with the app imported, as with --preload).
+            importlib.import_module(family(args.server).requires)
         app = load_app(args.app)
         asgi = is_asgi(app)
         name = args.server or (DEFAULT_ASGI if asgi else DEFAULT_WSGI)
