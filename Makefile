@@ -6,7 +6,8 @@
 #   make test   lint, types, and every test on Python 3.11 (ctrace), 3.12 and 3.13 (sysmon)
 #               (those marked core_independent on 3.11 alone); the tests of coverage.py's
 #               private parts also on the oldest coverage.py allowed (make test-fast: lint,
-#               types and the in-process tests, in seconds)
+#               types and the in-process tests, in seconds), and builds the documentation
+#               site (make docs: into site/, strict)
 # Each sets itself up: virtual environments, `pip install -e .[test]`, Debian's chromium.
 
 PYTHON ?= python3
@@ -35,7 +36,7 @@ COVERAGE_PART_TESTS := tests/test_covcompat.py tests/test_entry_point.py tests/t
 	tests/test_pytest_plugin.py::test_contexts_asked_of_a_server_are_recorded_whatever_its_core_or_refused
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: setup demo demo-flask demo-bottle demo-pyramid demo-falcon demo-django demo-fastapi demo-django-asgi test lint venv chromium screenshot bench stress soak clean test-coverage-oldest test-fast
+.PHONY: docs setup demo demo-flask demo-bottle demo-pyramid demo-falcon demo-django demo-fastapi demo-django-asgi test lint venv chromium screenshot bench stress soak clean test-coverage-oldest test-fast
 
 venv: $(VENV)/.installed
 
@@ -93,11 +94,16 @@ setup:
 # The package is byte-compiled first for each Python: where PYTHONDONTWRITEBYTECODE is set (as
 # here), each of the suite's thousand server processes compiled it again (30-40 ms each).
 COMPILE := -m compileall -q wsgi_covguard
-test: setup lint
+test: setup lint docs
 	$(VENV)/bin/python $(COMPILE) && $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 	$(VENV312)/bin/python $(COMPILE) && $(VENV312)/bin/python -m pytest $(PYTEST_ARGS) -m "not core_independent"
 	$(VENV313)/bin/python $(COMPILE) && $(VENV313)/bin/python -m pytest $(PYTEST_ARGS) -m "not core_independent"
 	$(VENV_OLDEST)/bin/python -m pytest $(PYTEST_ARGS) $(COVERAGE_PART_TESTS)
+
+# The documentation site, into site/: strict (a broken link, a missing page or an anchor that
+# does not resolve fails it); tests/test_docs.py builds it again and follows every link.
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 # Seconds: lint, types and the tests that start no server (marked in_process), on 3.11.
 test-fast: lint
@@ -159,4 +165,4 @@ screenshot: $(VENV)/.installed chromium
 		tests/test_dashboard.py -k "html_report or dashboard_shows"
 
 clean:
-	rm -rf $(VENV) $(VENV312) $(VENV313) $(VENV_OLDEST) htmlcov .coverage .coverage.* *.egg-info
+	rm -rf $(VENV) $(VENV312) $(VENV313) $(VENV_OLDEST) htmlcov site .coverage .coverage.* *.egg-info
