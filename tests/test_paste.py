@@ -27,8 +27,25 @@ from live import (
 
 from wsgi_covguard import ConfigError, paste
 
-#: The launches a Pyramid user has: pserve, and pserve with its reloader (hupper).
-LAUNCHES = {"pserve": [], "pserve --reload": ["--reload"]}
+#: gunicorn reads the ini file with PasteDeploy alone (no plaster loader): coverage starts
+#: before it loads the app in a config file of its own, which gunicorn runs first.
+GUNICORN_CONFIG = "import wsgi_covguard\n\nwsgi_covguard.start()\n"
+
+
+def launch_argv(launch: str, port: int) -> list[str]:
+    """The launches of the ini file a Pyramid user has: pserve through the covguard+ini:
+    loader, with its reloader (hupper) too, and gunicorn --paste (one worker: the example
+    keeps its books in memory, and a sync worker serves one request per connection)."""
+    uri = "covguard+ini:development.ini"
+    return {
+        "pserve": [str(BIN / "pserve"), uri, f"http_port={port}"],
+        "pserve --reload": [str(BIN / "pserve"), "--reload", uri, f"http_port={port}"],
+        "gunicorn --paste": [str(BIN / "gunicorn"), "-c", "gunicorn_covguard.py", "--paste",
+                             "development.ini", "--bind", f"127.0.0.1:{port}"],
+    }[launch]  # fmt: skip
+
+
+LAUNCHES = ["pserve", "pserve --reload", "gunicorn --paste"]
 
 
 def pserve(
@@ -70,17 +87,19 @@ def pserve_reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[
     return once_per_run(tmp_path_factory, "pserve-reference", measure)
 
 
-@pytest.mark.parametrize("launch", list(LAUNCHES))
+@pytest.mark.parametrize("launch", LAUNCHES)
 def test_pserve_measures_what_coverage_run_measures_and_stops_with_exit_0(
     launch: str,
     bookshelf: Path,
     servers: Callable[..., RunningServer],
     pserve_reference: dict[str, set[int]],
 ) -> None:
-    uri = "covguard+ini:development.ini"
-    server = pserve(servers, bookshelf, uri, *LAUNCHES[launch]).wait_listening()
+    (bookshelf / "gunicorn_covguard.py").write_text(GUNICORN_CONFIG)
+    port = free_port()
+    server = servers(launch_argv(launch, port), cwd=bookshelf, port=port,
+                     env={"PYTHONPATH": str(bookshelf)}).wait_listening()  # fmt: skip
     browse(server.url)
-    shut_down_for_good(server)  # the reloader's worker too
+    shut_down_for_good(server)  # the reloader's worker, gunicorn's workers too
     assert "after PasteDeploy imported the app" not in server.output()
     assert measured_lines(bookshelf, "bookshelf") == pserve_reference
 
