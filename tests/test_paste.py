@@ -33,19 +33,24 @@ GUNICORN_CONFIG = "import wsgi_covguard\n\nwsgi_covguard.start()\n"
 
 
 def launch_argv(launch: str, port: int) -> list[str]:
-    """The launches of the ini file a Pyramid user has: pserve through the covguard+ini:
-    loader, with its reloader (hupper) too, and gunicorn --paste (one worker: the example
-    keeps its books in memory, and a sync worker serves one request per connection)."""
+    """The launches a Pyramid user has: pserve through the covguard+ini: loader, with its
+    reloader (hupper) too, gunicorn --paste (one worker: the example keeps its books in
+    memory, and a sync worker serves one request per connection), and hupper's own
+    command line."""
     uri = "covguard+ini:development.ini"
     return {
         "pserve": [str(BIN / "pserve"), uri, f"http_port={port}"],
         "pserve --reload": [str(BIN / "pserve"), "--reload", uri, f"http_port={port}"],
         "gunicorn --paste": [str(BIN / "gunicorn"), "-c", "gunicorn_covguard.py", "--paste",
                              "development.ini", "--bind", f"127.0.0.1:{port}"],
+        # hupper's own command line around the example's wsgi.py: the same reloader as
+        # pserve --reload's, with no ini file.
+        "hupper -m waitress": [str(BIN / "hupper"), "-m", "waitress",
+                               f"--listen=127.0.0.1:{port}", "wsgi:application"],
     }[launch]  # fmt: skip
 
 
-LAUNCHES = ["pserve", "pserve --reload", "gunicorn --paste"]
+LAUNCHES = ["pserve", "pserve --reload", "gunicorn --paste", "hupper -m waitress"]
 
 
 def pserve(

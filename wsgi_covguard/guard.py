@@ -43,6 +43,7 @@ from .interrupts import on_interrupt
 from .log import say
 from .messages import Answer, ControlRequest
 from .prefork import remember_master
+from .reloaders import monitor_at_open, stopping_the_monitor_too
 from .routes import Route, Routes
 from .servers import prefork_here, serving_here
 from .session import CoverageSession
@@ -165,6 +166,8 @@ class Guard:
 
         def shutdown(request: ControlRequest) -> Answer:
             stopper = stopper_of(request)  # now, while the request is being served
+            if core is None:  # a real door: a reloader it serves under must end too
+                stopper = stopping_the_monitor_too(stopper)
             if not guard.stopping:  # who asked: the peer, never the token
                 say(
                     f"shutdown asked by {request.remote_addr}: draining (up to"
@@ -205,6 +208,7 @@ class Guard:
         """What a door does to the process it serves: note the master, hear the siblings,
         stand in front of Ctrl-C, drain at exit, and say once that it measures."""
         remember_master(prefork_here())
+        monitor_at_open()  # a reloader's worker: its monitor, while it is the parent for sure
         assert self.group is not None
         self.group.listen_if_prefork()
         on_interrupt(self.hurry)

@@ -13,32 +13,21 @@ Two pieces, both named in the user's own files and commands, nothing in the app:
   bodies ran: their ``def``, ``class`` and decorator lines would be missing. A filter
   that comes too late says so in one line.
 
-Under ``pserve --reload`` the server runs in a worker of hupper's monitor, which starts
-another one when the worker ends, unless told to end too. A shutdown asked through the
-route tells it, once this worker has saved for good (:func:`~.ending.after_last_save`):
-SIGINT to the monitor, checked to be this process's parent still. hupper gives a worker
-it stops one second to end: told at the last moment, the worker is gone by then.
+Under ``pserve --reload`` the stop ends hupper's monitor too (:mod:`.reloaders`).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import os
-import signal
-import sys
 from collections.abc import Mapping
 from typing import Any
 
 import coverage
 
-from . import ending
 from .errors import ConfigError
 from .log import say
-from .messages import ControlRequest
 from .middleware import CovGuard
 from .startup import get_session, start
-from .stopping import Stopper
 
 __all__ = ["filter_factory", "loader"]
 
@@ -71,7 +60,7 @@ def filter_factory(app: Any, global_conf: Mapping[str, str], **options: str) -> 
             " measured; serve it with `pserve covguard+ini:FILE.ini` instead",
             logging.WARNING,
         )
-    return _Door(app, **{name: _value(name, raw) for name, raw in options.items()})
+    return CovGuard(app, **{name: _value(name, raw) for name, raw in options.items()})
 
 
 def loader(uri: Any) -> Any:
@@ -100,51 +89,3 @@ def _value(name: str, raw: str) -> Any:
         raise ConfigError(
             f"[filter:covguard] {name} = {raw!r} is not a number of seconds (e.g. 10)"
         ) from None
-
-
-class _Door(CovGuard):
-    """The door, which under ``pserve --reload`` also ends hupper's monitor on a shutdown."""
-
-    def _opened(self, guard: Any) -> None:
-        super()._opened(guard)
-        _hupper_monitor()  # while it is this process's parent for sure
-
-    @staticmethod
-    def _stopper_of(request: ControlRequest) -> Stopper:
-        stopper = CovGuard._stopper_of(request)
-        monitor = _hupper_monitor()
-        return stopper if monitor is None else _MonitorToo(stopper, monitor)
-
-
-class _MonitorToo(Stopper):
-    """``stopper``, and hupper's monitor told to end once this worker saved for good."""
-
-    def __init__(self, stopper: Stopper, monitor: int) -> None:
-        self._stopper = stopper
-        self.name = f"{stopper.name}, then SIGINT to pserve's reloader ({monitor})"
-        self.drains = stopper.drains
-        self._monitor = monitor
-
-    def before_drain(self) -> float:
-        return self._stopper.before_drain()
-
-    def __call__(self) -> None:
-        ending.after_last_save(functools.partial(_end_monitor, self._monitor))
-        self._stopper()
-
-
-@functools.cache
-def _hupper_monitor() -> int | None:
-    """The pid of the hupper monitor this process serves under, if any: its parent when
-    the door opened."""
-    hupper = sys.modules.get("hupper")
-    if hupper is None or not hupper.is_active():
-        return None
-    return os.getppid()
-
-
-def _end_monitor(monitor: int) -> None:
-    if os.getppid() != monitor:  # it died, and this process went to another parent
-        say(f"pserve's reloader {monitor} is gone; nothing more to stop")
-        return
-    os.kill(monitor, signal.SIGINT)
