@@ -27,7 +27,7 @@ from werkzeug.test import Client
 from wsgi_covguard import CovGuard, CovGuardASGI
 from wsgi_covguard.auth import Token
 from wsgi_covguard.ending import ENDING_SIGNALS
-from wsgi_covguard.guard import LAST_GRACE
+from wsgi_covguard.guard import LAST_GRACE, Guard
 from wsgi_covguard.session import CoverageSession
 from wsgi_covguard.stopping import Stopper
 
@@ -297,3 +297,24 @@ async def _one_request(app: Any, scope: dict[str, Any]) -> tuple[int, bytes]:
     status = next(message["status"] for message in sent if "status" in message)
     body = b"".join(message.get("body", b"") for message in sent)
     return status, body
+
+
+def test_a_switch_waits_out_the_requests_in_flight_not_those_arriving(
+    session: CoverageSession,
+) -> None:
+    guard = Guard(session, drain_timeout=2, name_of=str)
+    first = object()
+    began = guard.enter(first)
+    done: list[bool] = []
+    # Woken when the request leaves: a waiter left to its 60 s would still be waiting below.
+    waiter = threading.Thread(target=lambda: done.append(guard.wait_out(60)), daemon=True)
+    waiter.start()
+    deadline = time.monotonic() + 30
+    while not guard._waiting and time.monotonic() < deadline:  # the waiter took its snapshot
+        time.sleep(0.001)
+    later = object()
+    guard.enter(later)  # arrives meanwhile: a busy server always has one more
+    guard.leave(first, began)
+    waiter.join(30)
+    assert done == [True]
+    assert guard.in_flight() == 1  # the later request still runs; it was not waited for

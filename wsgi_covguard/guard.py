@@ -90,7 +90,10 @@ class Guard:
         self.drain_timeout = drain_timeout
         self._name_of = name_of
         self._lock = threading.Lock()
-        self._left = threading.Condition(self._lock)  # notified when a request leaves
+        # Notified when a request leaves, while a context switch waits (``_waiting``): the
+        # requests themselves pay nothing for it otherwise.
+        self._left = threading.Condition(self._lock)
+        self._waiting = 0
         # The requests passed to the app and not finished: id(request) -> request.
         self._running: dict[int, Any] = {}
         # How to end those the door can end when the drain runs out (ASGI responses and
@@ -236,7 +239,8 @@ class Guard:
         with self._lock:
             self._running.pop(id(request), None)
             self._enders.pop(id(request), None)
-            self._left.notify_all()
+            if self._waiting:
+                self._left.notify_all()
         if began != len(self.session.contexts):
             self.session.note_overlap(self._name_of(request), began - 1)
 
@@ -250,7 +254,11 @@ class Guard:
         server some request is always in flight."""
         with self._left:
             now = set(self._running)
-            return self._left.wait_for(lambda: now.isdisjoint(self._running), timeout)
+            self._waiting += 1
+            try:
+                return self._left.wait_for(lambda: now.isdisjoint(self._running), timeout)
+            finally:
+                self._waiting -= 1
 
     @property
     def stopping(self) -> bool:
