@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from live import FLASK_EXAMPLE, PYTEST, tree_once_per_run
+from live import FLASK_EXAMPLE, PYTEST, ROOT, tree_once_per_run
 
 pytestmark = pytest.mark.core_independent
 
@@ -28,6 +28,7 @@ BROWSER = "tests/test_taskboard_browser.py::"
 MARKING = f"{BROWSER}test_marking_a_task_done_moves_it_down_the_list[chromium]"
 JSON_API = f"{BROWSER}test_the_json_api_lists_what_was_added[chromium]"
 JSON_AGAIN = "tests/test_api_again.py::test_the_api_shows_a_task_as_json[chromium]"
+NOT_FOUND = f"{BROWSER}test_an_unknown_task_is_a_friendly_404[chromium]"
 API_AGAIN = """\
 from playwright.sync_api import Page
 
@@ -82,14 +83,16 @@ def affected(root: Path) -> tuple[int, set[str], str]:
     return done.returncode, set(done.stdout.split()), done.stderr
 
 
-def record(folder: Path) -> None:
-    """The example in git at ``folder``, its map recorded by a browser run with per-test
-    contexts."""
-    root = folder / "taskboard"
+def recorded_copy(example: Path, root: Path, tests: int, extra: dict[str, str]) -> None:
+    """A copy of ``example`` at ``root`` (with ``extra`` files), in git, its map recorded
+    by a browser run with per-test contexts: ``tests`` tests."""
     shutil.copytree(
-        FLASK_EXAMPLE, root, ignore=shutil.ignore_patterns(".coverage.*", "__pycache__")
+        example,
+        root,
+        ignore=shutil.ignore_patterns(".coverage", ".coverage.*", ".covguard*", "__pycache__"),
     )
-    (root / "tests" / "test_api_again.py").write_text(API_AGAIN)
+    for name, text in extra.items():
+        (root / name).write_text(text)
     with (root / "tests" / "conftest.py").open("a") as conftest:
         conftest.write(FAIL_FAST)
     (root / ".gitignore").write_text(".coverage*\n.covguard*\n__pycache__/\n")
@@ -98,10 +101,22 @@ def record(folder: Path) -> None:
     git(root, "commit", "-qm", "the example")
     done = run_suite(root, "--covguard-contexts")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "covguard: impact map of 7 tests in" in done.stdout
+    assert f"covguard: impact map of {tests} tests in" in done.stdout
+
+
+def record(folder: Path) -> None:
+    """The Flask example, with one more test, in git at ``folder``, its map recorded."""
+    root = folder / "taskboard"
+    recorded_copy(FLASK_EXAMPLE, root, 7, {"tests/test_api_again.py": API_AGAIN})
     the_map = json.loads((root / ".covguard-impact.json").read_text())
     assert the_map["commit"] == git(root, "rev-parse", "HEAD").strip()
-    assert sorted(the_map["blobs"]) == ["taskboard/__init__.py", "taskboard/store.py"]
+    templates = {f"taskboard/templates/{name}": name
+                 for name in ("base.html", "error.html", "index.html", "task.html")}  # fmt: skip
+    assert sorted(the_map["blobs"]) == sorted(["taskboard/__init__.py", "taskboard/store.py",
+                                               *templates])  # fmt: skip
+    assert the_map["template_names"] == templates
+    assert the_map["templates"][NOT_FOUND] == ["base.html", "error.html"]
+    assert the_map["templates_unknown"] is None
     # The same map from the data files alone, as for CI shards combined elsewhere.
     data = [str(file) for file in root.glob(".coverage.*")]
     again = subprocess.run(
@@ -109,7 +124,9 @@ def record(folder: Path) -> None:
         cwd=root, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert again.returncode == 0, again.stderr
-    assert json.loads((root / ".covguard-again.json").read_text())["tests"] == the_map["tests"]
+    mapped_again = json.loads((root / ".covguard-again.json").read_text())
+    assert mapped_again["tests"] == the_map["tests"]
+    assert mapped_again["templates"] == the_map["templates"]  # the servers' notes, paired
     for file in data:  # their paths are this folder's, not a copy's: the map is what is kept
         os.remove(file)
 
@@ -142,7 +159,7 @@ def test_no_change_selects_none(example: Path) -> None:
 
 
 #: A change that breaks something, and what it must select: a view one test reaches, a
-#: helper two tests share, a module-level line (run at import).
+#: helper two tests share, a module-level line (run at import), a template.
 BREAKS = {
     "a view one test reaches": (
         "taskboard/__init__.py", 'return redirect(url_for("index"))',
@@ -153,6 +170,11 @@ BREAKS = {
         'return {**asdict(self), "title": self.title.upper()}', {JSON_API, JSON_AGAIN},
     ),
     "a module-level line": ("taskboard/store.py", "MAX_TITLE = 80", "MAX_TITLE = 5", None),
+    # ...and the suite's first test: Chromium's first page also asks for /favicon.ico, a 404
+    # page rendered with error.html.
+    "a template two tests render": (
+        "taskboard/templates/error.html", 'id="message"', 'id="reason"', {NOT_FOUND, JSON_AGAIN},
+    ),
 }  # fmt: skip
 
 
@@ -189,12 +211,16 @@ def test_pytest_runs_only_the_affected_tests_and_says_why(example: Path) -> None
     assert "1 failed, 6 deselected" in done.stdout
 
 
-def test_a_template_selects_every_test(example: Path) -> None:
-    change(example / "taskboard" / "templates" / "index.html", "Tasks", "Your tasks")
+def test_a_template_every_page_extends_selects_the_tests_that_rendered_a_page(
+    example: Path,
+) -> None:
+    change(example / "taskboard" / "templates" / "base.html", "<main>", "<main class=wide>")
     status, chosen, said = affected(example)
-    assert status == 3
-    assert "taskboard/templates/index.html changed and the map does not measure it" in said
-    assert len(chosen) == 7  # every test the map knows, listed
+    assert (status, len(chosen)) == (0, 7), said  # every test opens a page
+    done = run_suite(example, "--covguard-affected", "-v", "--collect-only")
+    assert f"{NOT_FOUND}: taskboard/templates/base.html (changed): the test rendered base.html" in (
+        done.stdout
+    )
 
 
 def test_a_new_test_file_selects_its_own_tests(example: Path) -> None:
@@ -217,6 +243,7 @@ def test_under_xdist_the_workers_choose_and_the_line_is_said(example: Path) -> N
 
 def test_covguard_run_with_contexts_records_the_same_map(example: Path) -> None:
     before = json.loads((example / ".covguard-impact.json").read_text())
+    notes_before = set(example.glob(".covguard-templates.*"))
     done = subprocess.run(
         [PY, "-m", "wsgi_covguard", "run", "wsgi:application", "--contexts", "--",
          *PYTEST, "--covguard-contexts", "tests"],
@@ -224,6 +251,43 @@ def test_covguard_run_with_contexts_records_the_same_map(example: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "covguard: impact map of 7 tests in" in done.stdout
+    # The servers' notes of templates go with the data files combined.
+    assert set(example.glob(".covguard-templates.*")) <= notes_before
     after = json.loads((example / ".covguard-impact.json").read_text())
     assert after["tests"] == before["tests"]
+    assert after["templates"] == before["templates"]
+    assert after["templates_unknown"] is None
     assert after["commit"] == before["commit"]
+
+
+DJANGO_EXAMPLE = ROOT / "examples" / "django"
+RECIPES = "tests/test_recipes_browser.py::"
+ADDING = f"{RECIPES}test_adding_a_recipe_follows_the_redirect_to_it[chromium]"
+LISTING = f"{RECIPES}test_the_json_api_lists_the_recipes[chromium]"
+
+
+def record_django(folder: Path) -> None:
+    """The Django example in git at ``folder``, its map recorded as the Flask one's."""
+    recorded_copy(DJANGO_EXAMPLE, folder / "recipes", 4, {})
+
+
+@pytest.fixture(scope="module")
+def recipes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tree_once_per_run(tmp_path_factory, "affected-django", record_django) / "recipes"
+
+
+def test_a_django_template_selects_the_tests_that_rendered_it(recipes: Path) -> None:
+    """Django's templates, as Django's own test instrumentation sees them: a page's
+    template selects the two tests that were redirected to a recipe's page, of four."""
+    the_map = json.loads((recipes / ".covguard-impact.json").read_text())
+    assert the_map["templates_unknown"] is None
+    assert the_map["template_roots"] == ["recipes/templates"]
+    assert the_map["template_names"]["recipes/templates/recipes/recipe.html"] == (
+        "recipes/recipe.html"
+    )
+    change(recipes / "recipes" / "templates" / "recipes" / "recipe.html", 'id="minutes"',
+           'id="ready-in"')  # fmt: skip
+    status, chosen, said = affected(recipes)
+    truth = failed(run_suite(recipes, broken=True))
+    assert (status, chosen) == (0, {ADDING, LISTING}), said
+    assert truth == {ADDING}  # the one that reads #minutes

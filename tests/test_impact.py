@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from coverage import CoverageData
 
 from wsgi_covguard import impact
+from wsgi_covguard.templates import Rendered
 
 pytestmark = pytest.mark.in_process
 
@@ -207,12 +209,26 @@ def test_a_stale_map_selects_every_test_that_ran_the_file(project: Path) -> None
     made = MAPS[project]
     edit(project / "helpers.py", "return 41", "return 42")
     git(project, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qam", "two")
-    stale = impact.ImpactMap(**{**made.__dict__, "commit": None})
+    # helpers.py imported by the first request that needed it, not at start-up:
+    lazily = {"app.py": STARTUP["app.py"], "helpers.py": []}
+    stale = impact.ImpactMap(**{**made.__dict__, "commit": None, "startup": lazily})
     selection = impact.select(stale, project, ref="HEAD")
     assert {test for test in ALL if selection.why(test, known=True)} == {
         "tests/test_e2e.py::test_show", "tests/test_e2e.py::test_count",
     }  # fmt: skip
     assert "stale map" in selection.chosen["tests/test_e2e.py::test_show"][0]
+
+
+def test_a_stale_file_that_ran_at_start_up_selects_every_test(project: Path) -> None:
+    """Its module level, run at import, may be what differs: a constant a function of
+    another file reads reaches tests that never ran a line of it."""
+    edit(project / "helpers.py", "return 41", "return 42")
+    git(project, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qam", "two")
+    stale = impact.ImpactMap(**{**MAPS[project].__dict__, "commit": None})
+    selection = impact.select(stale, project, ref="HEAD")
+    assert selection.everything == (
+        "helpers.py is not what the map measured (stale map), and it ran at start-up"
+    )
 
 
 def test_the_tests_whose_requests_crossed_a_switch_always_run(project: Path) -> None:
@@ -228,8 +244,13 @@ def test_the_tests_whose_requests_crossed_a_switch_always_run(project: Path) -> 
 
 @pytest.mark.parametrize(
     ("content", "said"),
-    [(None, "no impact map at"), ("{", "cannot be read"), ('{"format": 1}', "is damaged")],
-    ids=["missing", "corrupt", "damaged"],
+    [
+        (None, "no impact map at"),
+        ("{", "cannot be read"),
+        ('{"format": 2}', "is damaged"),
+        ('{"format": 1}', "is not a format-2 map; record it again"),
+    ],
+    ids=["missing", "corrupt", "damaged", "an older release's"],
 )
 def test_a_missing_or_corrupt_map_is_one_clear_error(
     tmp_path: Path, content: str | None, said: str
@@ -273,7 +294,8 @@ def test_a_helper_selects_the_tests_of_its_tests_folder_and_a_new_test_file_its_
 
 
 def test_coverage_data_and_the_map_are_never_a_change(project: Path) -> None:
-    for name in (".coverage", ".coverage.host.1.abc", impact.MAP_NAME):
+    for name in (".coverage", ".coverage.host.1.abc", impact.MAP_NAME,
+                 ".covguard-templates.host.pid1.json"):  # fmt: skip
         (project / name).write_text("written by a run\n")  # untracked, not ignored
     assert chosen(project) == set()
 
@@ -283,3 +305,110 @@ def test_a_function_that_ran_at_start_up_selects_every_test(project: Path) -> No
     assert chosen(project) == "all: app.py:15 changed, in registered(), which ran at start-up" + (
         " (before any test)"
     )
+
+
+SHOW, ADD, COUNT = (f"tests/test_e2e.py::test_{name}" for name in ("show", "add", "count"))
+#: Which templates each test had the server render (test_count: an installed app's, outside
+#: the work tree), and the one loaded at start-up.
+RENDERED = {SHOW: ["index.html", "base.html"], ADD: ["list.html", "base.html"],
+            COUNT: ["admin/page.html"], "": ["startup.html"]}  # fmt: skip
+
+
+def with_templates(root: Path, tmp_path: Path) -> impact.ImpactMap:
+    """The project's map with the templates the servers noted: the project's own in
+    ``templates/``, an installed package's outside the work tree."""
+    installed = tmp_path / "site-packages" / "admin" / "templates"
+    (installed / "admin").mkdir(parents=True)
+    (installed / "admin" / "page.html").write_text("<main></main>\n")
+    for name in ("base.html", "list.html", "unused.html", "startup.html"):
+        (root / "templates" / name).write_text(f"<!-- {name} -->\n")
+    git(root, "add", ".")
+    git(root, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "pages")
+    found = {name: (installed if name.startswith("admin/") else root / "templates")
+             for names in RENDERED.values() for name in names}  # fmt: skip
+    by_context = {
+        f"{test}|run" if test else "": {str(found[name] / name): str(found[name]) for name in names}
+        for test, names in RENDERED.items()
+    }
+    phases = ("setup", "run", "teardown")
+    rendered = Rendered(by_context, {f"{test}|{phase}" for test in ALL for phase in phases})
+    data = CoverageData(no_disk=True)
+    data.set_context("")
+    data.add_lines({str(root / path): lines for path, lines in STARTUP.items()})
+    for test, files in RAN.items():
+        data.set_context(f"{test}|run")
+        data.add_lines({str(root / path): lines for path, lines in files.items()})
+    try:
+        return impact.record(data, root, test_root=root, rendered=rendered)
+    finally:
+        data.close(force=True)
+
+
+def test_a_map_holds_the_templates_each_test_rendered(project: Path, tmp_path: Path) -> None:
+    made = with_templates(project, tmp_path)
+    assert made.templates == {test: sorted(names) for test, names in RENDERED.items() if test}
+    assert made.template_startup == ["startup.html"]
+    assert made.template_roots == ["templates"]  # the installed package's is no diff's
+    assert made.template_names == {
+        f"templates/{name}": name for name in ("index.html", "base.html", "list.html",
+                                                "startup.html")
+    }  # fmt: skip
+    assert (
+        made.blobs["templates/base.html"]
+        == git(project, "hash-object", "templates/base.html").strip()
+    )
+    assert made.templates_unknown is None
+    made.write(tmp_path / impact.MAP_NAME)
+    assert impact.read(tmp_path / impact.MAP_NAME) == made
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda t: (t / "index.html").write_text("<p class=total>\n"), {SHOW}),
+        (lambda t: (t / "base.html").write_text("<!doctype html>\n"), {SHOW, ADD}),
+        (lambda t: (t / "list.html").unlink(), {ADD}),
+        (lambda t: (t / "unused.html").write_text("<p>\n"), set()),
+        (lambda t: (t / "new.html").write_text("<p>\n"), set()),
+        # a project's template that shadows the installed one of that name:
+        (
+            lambda t: (t / "admin").mkdir() or (t / "admin" / "page.html").write_text("<p>\n"),
+            {COUNT},
+        ),
+    ],
+    ids=["rendered by one", "by two", "removed", "rendered by none", "new", "shadowing"],
+)
+def test_a_changed_template_selects_the_tests_that_rendered_it(
+    project: Path, tmp_path: Path, change: Any, expected: set[str]
+) -> None:
+    made = with_templates(project, tmp_path)
+    change(project / "templates")
+    selection = impact.select(made, project)
+    assert selection.everything is None
+    assert {test for test in ALL if selection.why(test, known=True)} == expected
+
+
+def test_a_template_loaded_at_start_up_or_not_known_per_test_selects_every_test(
+    project: Path, tmp_path: Path
+) -> None:
+    made = with_templates(project, tmp_path)
+    (project / "templates" / "startup.html").write_text("<p>\n")
+    assert impact.select(made, project).everything == (
+        "templates/startup.html changed, the template startup.html loaded at start-up"
+    )
+    git(project, "checkout", "-q", ".")
+    (project / "templates" / "index.html").write_text("<p>\n")
+    unknown = impact.ImpactMap(**{**made.__dict__, "templates_unknown": "lost (a reason)"})
+    assert impact.select(unknown, project).everything == (
+        "templates/index.html changed, a template, and the templates each test rendered are"
+        " not known: lost (a reason)"
+    )
+
+
+def test_a_stale_template_selects_the_tests_that_rendered_it(project: Path, tmp_path: Path) -> None:
+    made = with_templates(project, tmp_path)
+    (project / "templates" / "list.html").write_text("<ul></ul>\n")
+    git(project, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qam", "ul")
+    selection = impact.select(made, project, ref="HEAD")
+    assert {test for test in ALL if selection.why(test, known=True)} == {ADD}
+    assert selection.chosen[ADD] == ["templates/list.html (stale map): the test rendered list.html"]

@@ -43,6 +43,8 @@ from .spawn import serve_argv, spawn
 if TYPE_CHECKING:
     import coverage
 
+    from .templates import Rendered
+
 __all__ = ["main"]
 
 
@@ -274,10 +276,17 @@ def _combine_and_report(
     map, or say that no context came (never silently unlabelled)."""
     import coverage
 
+    from . import impact
+
+    # The templates' notes pair with the parallel files, which combining deletes.
+    rendered = impact.templates_of([impact.data_file().parent]) if overlaps is not None else None
     cov = coverage.Coverage()
     try:
         cov.combine()
         cov.save()
+        for note in rendered.notes if rendered is not None else ():
+            with contextlib.suppress(OSError):  # its data file is combined and gone
+                note.unlink()
         if overlaps is not None and not cov.get_data().measured_contexts() - {""}:
             say(
                 "--contexts: the command set no context, so every line carries the empty one;"
@@ -285,7 +294,7 @@ def _combine_and_report(
                 logging.WARNING,
             )
         elif overlaps is not None:
-            _write_map(cov, overlaps)
+            _write_map(cov, overlaps, rendered)
         total = cov.report(show_missing=True)
         if html:
             cov.html_report(directory=html)
@@ -314,7 +323,7 @@ def _overlaps(url: str, token: str) -> dict[str, Any]:
     return {"count": status.get("overlap_count", 0), "shown": status.get("overlaps", [])}
 
 
-def _write_map(cov: coverage.Coverage, overlaps: dict[str, Any]) -> None:
+def _write_map(cov: coverage.Coverage, overlaps: dict[str, Any], rendered: Rendered | None) -> None:
     from . import impact
 
     root = impact.work_tree(Path.cwd())
@@ -323,7 +332,7 @@ def _write_map(cov: coverage.Coverage, overlaps: dict[str, Any]) -> None:
         return
     shown = [str(overlap.get("began")) for overlap in overlaps["shown"]]
     distrust = impact.distrust_of(int(overlaps["count"]), len(shown))
-    new = impact.record(cov.get_data(), root, unsure=shown, distrust=distrust)
+    new = impact.record(cov.get_data(), root, unsure=shown, distrust=distrust, rendered=rendered)
     path = impact.default_map()
     print(f"covguard: impact map of {len(impact.save(new, path).tests)} tests in {path}")
 

@@ -35,9 +35,10 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import CovGuardError
+from .templates import NOTE_PREFIX, Rendered, read_for
 
 if TYPE_CHECKING:
     from coverage import CoverageData
@@ -57,12 +58,13 @@ __all__ = [
     "record_files",
     "save",
     "select",
+    "templates_of",
     "work_tree",
 ]
 
 #: The map's file name, beside the data files: a ``.gitignore`` line ``.covguard*`` covers it.
 MAP_NAME = ".covguard-impact.json"
-_FORMAT = 1
+_FORMAT = 2
 #: The phases the pytest plugin labels: ``<node id>|<phase>``.
 _PHASES = ("setup", "run", "teardown")
 
@@ -88,6 +90,17 @@ class ImpactMap:
     distrust: str | None = None
     #: Where the node ids' paths start, relative to the work tree (pytest's rootdir).
     test_root: str = ""
+    #: node id -> the templates it rendered, by their names below their loader's folder.
+    templates: dict[str, list[str]] = field(default_factory=dict)
+    #: template file (in the work tree) -> its name below its loader's folder.
+    template_names: dict[str, str] = field(default_factory=dict)
+    #: The loaders' folders (in the work tree) the templates were found in.
+    template_roots: list[str] = field(default_factory=list)
+    #: The names of the templates loaded before any test (at start-up).
+    template_startup: list[str] = field(default_factory=list)
+    #: Why the templates each test rendered are not known (then a changed template runs
+    #: every test), or None.
+    templates_unknown: str | None = "templates were not recorded"
 
     def to_json(self) -> str:
         """The map as compact JSON, on one line."""
@@ -95,6 +108,9 @@ class ImpactMap:
             "format": _FORMAT, "commit": self.commit, "blobs": self.blobs,
             "startup": self.startup, "tests": self.tests, "unsure": sorted(self.unsure),
             "distrust": self.distrust, "test_root": self.test_root,
+            "templates": self.templates, "template_names": self.template_names,
+            "template_roots": self.template_roots, "template_startup": self.template_startup,
+            "templates_unknown": self.templates_unknown,
         }, separators=(",", ":"))  # fmt: skip
 
     def write(self, path: Path) -> None:
@@ -129,6 +145,11 @@ def read(path: Path) -> ImpactMap:
             unsure=frozenset(raw["unsure"]),
             distrust=raw["distrust"],
             test_root=str(raw["test_root"]),
+            templates={test: list(names) for test, names in raw["templates"].items()},
+            template_names=dict(raw["template_names"]),
+            template_roots=list(raw["template_roots"]),
+            template_startup=list(raw["template_startup"]),
+            templates_unknown=raw["templates_unknown"],
         )
     except (KeyError, TypeError, AttributeError) as exc:
         raise ImpactError(f"the impact map {path} is damaged ({exc!r}); record it again") from None
@@ -141,11 +162,13 @@ def record(
     unsure: Iterable[str] = (),
     distrust: str | None = None,
     test_root: Path | None = None,
+    rendered: Rendered | None = None,
 ) -> ImpactMap:
     """The impact map of ``data`` (coverage data with per-test contexts), its paths made
     relative to ``root`` (git's work tree); files outside it (installed packages) are not
     a diff's to change and are left out. ``unsure``: the contexts (or node ids) of requests
-    that crossed a switch."""
+    that crossed a switch. ``rendered``: the templates the servers noted per context
+    (:func:`.templates.read_for`); without it a changed template runs every test."""
     commit = _commit(root)
     blobs: dict[str, str] = {}
     startup: dict[str, list[int]] = {}
@@ -165,6 +188,7 @@ def record(
                     startup.setdefault(relative, []).append(line)
                 else:
                     tests.setdefault(test, {}).setdefault(relative, set()).add(line)
+    known = _templates(rendered, data.measured_contexts(), root, blobs)
     return ImpactMap(
         commit=commit,
         blobs=blobs,
@@ -176,7 +200,50 @@ def record(
         unsure=frozenset(_test_of(label) or label for label in unsure),
         distrust=distrust,
         test_root=_relative(str(test_root or Path.cwd()), root) or "",
+        **known,
     )
+
+
+def _templates(
+    rendered: Rendered | None, contexts: Iterable[str], root: Path, blobs: dict[str, str]
+) -> dict[str, Any]:
+    """The map's template fields from the servers' notes; the blob ids of the template
+    files in the work tree are added to ``blobs`` (a stale one is seen as a Python file's)."""
+    if rendered is None:
+        return {}
+    unknown = rendered.unknown
+    unvouched = sorted(
+        context for context in contexts if _test_of(context) and context not in rendered.contexts
+    )
+    if unknown is None and unvouched:
+        unknown = f"no server noted the templates of {unvouched[0]!r}"
+    tests: dict[str, set[str]] = {}
+    startup: set[str] = set()
+    names: dict[str, str] = {}
+    roots: set[str] = set()
+    for context, files in rendered.by_context.items():
+        test = _test_of(context)
+        for file, folder in files.items():
+            name = posixpath.normpath(Path(os.path.relpath(file, folder)).as_posix())
+            (startup if test is None else tests.setdefault(test, set())).add(name)
+            relative = _relative(file, root)
+            if relative is None or relative in names:
+                continue
+            try:
+                blobs[relative] = blob_id(Path(file).read_bytes())
+            except OSError:
+                continue  # gone since: nothing of it to select on
+            names[relative] = name
+            folder_here = _relative(folder, root)
+            if folder_here is not None:
+                roots.add(folder_here)
+    return {
+        "templates": {test: sorted(found) for test, found in tests.items()},
+        "template_names": names,
+        "template_roots": sorted(roots),
+        "template_startup": sorted(startup),
+        "templates_unknown": unknown,
+    }
 
 
 def merge(old: ImpactMap, new: ImpactMap) -> ImpactMap:
@@ -198,6 +265,11 @@ def merge(old: ImpactMap, new: ImpactMap) -> ImpactMap:
         unsure=(old.unsure - new.tests.keys()) | new.unsure,
         distrust=new.distrust or old.distrust,
         test_root=new.test_root,
+        templates={**old.templates, **new.templates},
+        template_names={**old.template_names, **new.template_names},
+        template_roots=sorted({*old.template_roots, *new.template_roots}),
+        template_startup=sorted({*old.template_startup, *new.template_startup}),
+        templates_unknown=new.templates_unknown or old.templates_unknown,
     )
 
 
@@ -229,10 +301,13 @@ def record_files(
     distrust: str | None = None,
     test_root: Path | None = None,
 ) -> ImpactMap:
-    """:func:`record` of data files combined as ``coverage combine`` combines them (the
-    configuration's ``[paths]`` honoured), in a scratch folder: the files stay as they are."""
+    """:func:`record` of data files (or folders of them) combined as ``coverage combine``
+    combines them (the configuration's ``[paths]`` honoured), in a scratch folder: the
+    files stay as they are. The templates come from the notes beside them."""
     import coverage
 
+    files = list(files)
+    rendered = templates_of(files)
     with tempfile.TemporaryDirectory(prefix="covguard-map-") as scratch:
         cov = coverage.Coverage(data_file=os.path.join(scratch, ".coverage"))
         try:
@@ -241,7 +316,10 @@ def record_files(
         except coverage.CoverageException as exc:
             raise ImpactError(f"no impact map: {exc}") from None
         try:
-            return record(data, root, unsure=unsure, distrust=distrust, test_root=test_root)
+            return record(
+                data, root, unsure=unsure, distrust=distrust, test_root=test_root,
+                rendered=rendered,
+            )  # fmt: skip
         finally:
             data.close(force=True)  # before its folder goes
 
@@ -257,12 +335,33 @@ def data_files_since(began: float) -> list[Path]:
     base = data_file()
     found = []
     for file in [base, *base.parent.glob(f"{base.name}.*")]:
-        if file.name.endswith(("-journal", "-wal", "-shm", ".tmp")):
-            continue
         with contextlib.suppress(OSError):
-            if file.is_file() and file.stat().st_mtime >= began - 1:
+            if _parallel(file) and file.stat().st_mtime >= began - 1:
                 found.append(file)
     return sorted(found)
+
+
+def templates_of(given: Iterable[Path]) -> Rendered:
+    """The templates the servers that wrote these data files (or the parallel files in
+    these folders) noted per context: read before ``coverage combine`` deletes them."""
+    return read_for(_data_files_in(given))
+
+
+def _data_files_in(given: Iterable[Path]) -> list[Path]:
+    """The data files among ``given``, a folder standing for the parallel files in it (as
+    ``coverage combine`` reads a folder)."""
+    found = []
+    for path in given:
+        if path.is_dir():
+            found += [file for file in path.glob(f"{data_file().name}.*") if _parallel(file)]
+        else:
+            found.append(path)
+    return found
+
+
+def _parallel(file: Path) -> bool:
+    """A parallel data file (not a journal, nor a file being written)."""
+    return file.is_file() and not file.name.endswith(("-journal", "-wal", "-shm", ".tmp"))
 
 
 def data_file() -> Path:
@@ -339,24 +438,38 @@ def select(
     touching = _touching(impact)
     stale = {path for path, blob in impact.blobs.items() if at_ref.get(path) != blob}
     for path in sorted(stale):  # changed or not since ref: the map's lines are not its lines
-        reason = f"{path} is not what the map measured (stale map); the test ran it"
-        _choose(selection, touching.get(path, ()), reason)
+        if path in impact.template_names:
+            _template_change(selection, impact, path, impact.template_names[path], "stale map")
+        elif impact.startup.get(path):  # its module level, run at import, may differ too
+            selection.everything = (
+                f"{path} is not what the map measured (stale map), and it ran at start-up"
+            )
+        else:
+            reason = f"{path} is not what the map measured (stale map); the test ran it"
+            _choose(selection, touching.get(path, ()), reason)
+        if selection.everything is not None:
+            return selection
     for path, hunks in sorted(changes.items()):
         if path in stale:
             continue
-        if path in impact.blobs:
+        if path in impact.template_names:
+            _template_change(selection, impact, path, impact.template_names[path])
+        elif path in impact.blobs:
             _measured_change(selection, impact, root, ref, path, hunks, touching)
         elif path in test_files or _is_test_file(path):
             selection.folders[path] = f"{path}, a test file, changed: its tests run"
         elif _ours(path) or any(fnmatch.fnmatch(path, pattern) for pattern in patterns):
             continue
+        elif (name := _template_name(impact, path)) is not None:
+            _template_change(selection, impact, path, name)
         elif (folder := _tests_folder(path, test_files)) is not None:
             selection.folders[folder] = f"{path} changed: a helper of the tests under {folder}/"
         else:
+            unknown = f"; {impact.templates_unknown}" if impact.templates_unknown else ""
             selection.everything = (
-                f"{path} changed and the map does not measure it (a template, settings, data?);"
-                " if no test can depend on it, name it in covguard_affected_ignore (pytest) or"
-                " --ignore (covguard affected)"
+                f"{path} changed and the map does not measure it (a template, settings, data?"
+                f"{unknown}); if no test can depend on it, name it in covguard_affected_ignore"
+                " (pytest) or --ignore (covguard affected)"
             )
         if selection.everything is not None:
             return selection
@@ -375,9 +488,12 @@ def _test_file(test_root: str, test: str) -> str:
 
 
 def _ours(path: str) -> bool:
-    """coverage.py's data files and the map itself: what a run writes, never what it reads."""
+    """coverage.py's data files, the map and the servers' notes of templates: what a run
+    writes, never what it reads."""
     name = PurePosixPath(path).name
-    return name in {".coverage", MAP_NAME} or name.startswith((".coverage.", f"{MAP_NAME}."))
+    return name in {".coverage", MAP_NAME} or name.startswith(
+        (".coverage.", f"{MAP_NAME}.", NOTE_PREFIX)
+    )
 
 
 def _is_test_file(path: str) -> bool:
@@ -398,6 +514,37 @@ def _tests_folder(path: str, test_files: set[str]) -> str | None:
         if any(test.startswith(folder + "/") for test in test_files):
             return folder
     return None
+
+
+def _template_name(impact: ImpactMap, path: str) -> str | None:
+    """``path``'s name below the innermost template folder holding it (a template no test
+    rendered, or one that would now shadow another of that name), or None."""
+    if path.endswith(".py"):
+        return None
+    found = None
+    for folder in impact.template_roots:
+        if folder in {"", "."} or path.startswith(folder.rstrip("/") + "/"):
+            below = path if folder in {"", "."} else path[len(folder.rstrip("/")) + 1 :]
+            if found is None or len(below) < len(found):
+                found = below
+    return found
+
+
+def _template_change(
+    selection: Selection, impact: ImpactMap, path: str, name: str, why: str = "changed"
+) -> None:
+    """A template file changed (or appeared, or went): the tests that rendered a template
+    of that name, from any folder (a new file may shadow one found further on)."""
+    if impact.templates_unknown is not None:
+        selection.everything = (
+            f"{path} changed, a template, and the templates each test rendered are not known:"
+            f" {impact.templates_unknown}"
+        )
+    elif name in impact.template_startup:
+        selection.everything = f"{path} changed, the template {name} loaded at start-up"
+    else:
+        rendered = [test for test, names in impact.templates.items() if name in names]
+        _choose(selection, rendered, f"{path} ({why}): the test rendered {name}")
 
 
 def _choose(selection: Selection, tests: Iterable[str], reason: str) -> None:

@@ -41,6 +41,7 @@ from . import covcompat, ending, entrypoint
 from .auth import Token
 from .errors import ExitCode, SaveError
 from .log import say
+from .templates import TemplateLog
 from .threads import start_thread
 
 __all__ = ["CoverageSession"]
@@ -84,6 +85,8 @@ class CoverageSession:
         #: Requests in flight across a context switch (see note_overlap), the first few.
         self.overlaps: list[dict[str, str | None]] = []
         self.overlap_count = 0
+        #: The templates loaded under each context, with contexts asked (:meth:`note_templates`).
+        self.templates: TemplateLog | None = None
         # RLock: the SIGTERM net can run finish() in the main thread while it
         # is already inside finish().
         self._lock = threading.RLock()
@@ -354,6 +357,8 @@ class CoverageSession:
                 raise SaveError(short)
             data = self.coverage.get_data()
             _erase(data)
+            if self.templates is not None:
+                self.templates.forget(keep_start_up=to_start)
             if to_start and self._start_up is not None:
                 arcs, measured = self._start_up
                 try:
@@ -392,6 +397,12 @@ class CoverageSession:
             if self.context is None:
                 self.switch_context(context)
 
+    def note_templates(self) -> None:
+        """Note under each context the templates its requests load (Jinja2, Django), for
+        the impact map: a changed template then runs the tests that rendered it."""
+        self.templates = TemplateLog(lambda: self.context)
+        self.templates.install()
+
     def note_overlap(self, request: str, began: int) -> None:
         """Say that ``request``, begun under context number ``began``, ended under another.
 
@@ -418,6 +429,9 @@ class CoverageSession:
     def _save(self) -> str | None:
         error = self._short_of_room()
         if error is None:
+            if self.templates is not None and len(self.contexts) > 1:
+                # First: a data file is never newer than its process's note of templates.
+                self.templates.write(os.path.dirname(self.data_file), self.contexts)
             try:
                 self.coverage.save()
             except (OSError, sqlite3.Error, coverage.CoverageException) as exc:

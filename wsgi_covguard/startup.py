@@ -95,6 +95,8 @@ def start(
         cov.set_option("run:disable_warnings", [*quiet, "no-sysmon-context"])
         _session = CoverageSession(cov, owned=owned, token=checked)
         _session.contexts_asked = contexts
+        if contexts:
+            _session.note_templates()
         for line in lacking:
             _session.warnings.append(line)
             say(line, logging.WARNING)
