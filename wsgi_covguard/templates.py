@@ -195,15 +195,15 @@ class _AfterImport(importlib.abc.MetaPathFinder):
             return None
         with self._lock:
             callbacks = self._waiting.pop(fullname, [])
-        if not callbacks:
-            return None
-        sys.meta_path.remove(self)  # the finders after us find the real spec
-        try:
-            spec = importlib.util.find_spec(fullname)
-        finally:
-            sys.meta_path.insert(0, self)
+        spec = None
+        for finder in list(sys.meta_path):  # the finders after us find the real spec
+            find = getattr(finder, "find_spec", None)
+            if finder is not self and find is not None:
+                spec = find(fullname, path, target)
+                if spec is not None:
+                    break
         loader = spec.loader if spec is not None else None
-        if loader is None or not hasattr(loader, "exec_module"):
+        if not callbacks or loader is None or not hasattr(loader, "exec_module"):
             return spec
         execute = loader.exec_module
 
@@ -212,7 +212,7 @@ class _AfterImport(importlib.abc.MetaPathFinder):
             for then in callbacks:
                 then(module)
 
-        loader.exec_module = exec_then_hook  # type: ignore[method-assign]
+        loader.exec_module = exec_then_hook
         return spec
 
 
