@@ -1,7 +1,8 @@
 """A stop bounded by drain_timeout, on every server, whatever is still running.
 
 Every server and every request shape that can outlast a stop: a streamed body, server-sent
-events, a handler still working, a client reading a big body slowly. The shutdown is
+events, a handler still working, a client reading a big body slowly, a client that sent half
+of its request's headers. The shutdown is
 asked while such a request runs; the process must be gone soon after ``drain_timeout``
 (here 2 s: the wait allows 8 s more for a busy machine, where the servers' own waits
 took 15 s to for ever), exit 0, its data saved, the client's answer cut, never a 5xx.
@@ -95,6 +96,9 @@ SHAPES = {
     "server-sent events": ("/events", "/events", "data: "),
     "slow handler": ("/slow?30", "/slow?seconds=30", "sleep("),
     "slow reader": ("/big", "/big", "30_000_000"),
+    # A client that sends part of its request's headers and waits: nothing of the app runs
+    # (the line is one run at import), no request is in flight, the server holds a socket.
+    "unfinished headers": ("/drip", "/drip", "import os"),
 }
 
 
@@ -104,12 +108,25 @@ class Client:
     ``outcome`` is ``"complete"`` for a whole answer, ``"cut"`` for a connection closed
     before the answer's end, or ``"status N"`` for an answer with an error status."""
 
-    def __init__(self, port: int, path: str, *, slowly: bool) -> None:
+    def __init__(self, port: int, path: str, *, slowly: bool, unfinished: bool = False) -> None:
         self.outcome = "no answer yet"
         self.answering = threading.Event()  # the answer's headers came
         self.hurry = threading.Event()  # the server is gone: read what is left at once
-        self._thread = threading.Thread(target=self._run, args=(port, path, slowly))
+        run = self._unfinished if unfinished else self._run
+        self._thread = threading.Thread(target=run, args=(port, path, slowly))
         self._thread.start()
+
+    def _unfinished(self, port: int, path: str, slowly: bool) -> None:
+        """Half a request's headers, then wait for the server to answer or to close."""
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Ag".encode())
+            self.answering.set()  # no answer can come: the request has not ended
+            try:
+                answer = sock.recv(65536)
+            except OSError as exc:
+                self.outcome = f"cut ({type(exc).__name__})"
+            else:
+                self.outcome = f"answered: {answer[:60]!r}" if answer else "cut (closed)"
 
     def _run(self, port: int, path: str, slowly: bool) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -185,7 +202,10 @@ def serving(
     if launcher is not None:
         argv = [*launcher, *argv[1:]]
     live = servers(argv, cwd=folder, port=port).wait_listening()
-    client = Client(port, wsgi_path if kind == "wsgi" else asgi_path, slowly=shape == "slow reader")
+    client = Client(
+        port, wsgi_path if kind == "wsgi" else asgi_path, slowly=shape == "slow reader",
+        unfinished=shape == "unfinished headers",
+    )  # fmt: skip
     if shape != "slow handler":
         assert client.answering.wait(timeout=20), live.output()
     elif server.startswith("gunicorn sync"):
@@ -227,7 +247,7 @@ def test_the_stop_ends_within_drain_timeout_whatever_still_runs(
     path = (wsgi_path if kind == "wsgi" else asgi_path).partition("?")[0]
     if shape == "stream" and server != "granian (WSGI)":  # a chunk every 0.2 s: by the door
         assert f"cut GET {path}: still running at drain_timeout" in output, output
-    elif shape != "slow reader":  # or with the process: said by the door or by the server
+    elif shape not in {"slow reader", "unfinished headers"}:  # said by the door or the server
         said = (f"cut GET {path}: still running",
                 f"ending it now, its data saved, cutting GET {path}",
                 "Killed 1 pending application instances")  # fmt: skip
