@@ -133,7 +133,8 @@ demo-django-asgi: $(VENV)/.installed chromium
 
 # Overhead, measured side by side (benchmarks/bench.py), and how reading the coverage grows with
 # the code and the workers (benchmarks/scale.py), and how long choosing the affected tests takes
-# (benchmarks/impact.py); prints tables, checks nothing.
+# (benchmarks/impact.py), and per-test contexts' CPU cost, sysmon against ctrace
+# (benchmarks/contexts.py); prints tables, checks nothing.
 bench: $(VENV)/.installed $(VENV313)/.installed
 	@command -v wrk >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -142,6 +143,7 @@ bench: $(VENV)/.installed $(VENV313)/.installed
 	$(VENV)/bin/python benchmarks/bench.py
 	$(VENV)/bin/python benchmarks/scale.py
 	$(VENV)/bin/python benchmarks/impact.py
+	$(VENV)/bin/python benchmarks/contexts.py
 
 # Races show only on a busy machine: every load-during-stop test ROUNDS times per server
 # (waitress, werkzeug, cheroot, wsgiref, gunicorn, granian; uvicorn and granian serving ASGI)
