@@ -8,7 +8,8 @@ also notes, under the context running, each template its engine loads: Jinja2's
 ``Template._render`` (the method Django's own test instrumentation wraps to send
 ``template_rendered``). The hooks go in when the engine's module is imported (an import
 hook; nothing is imported that the app would not import), or at once if it already is,
-and cost a dictionary lookup per template loaded.
+and cost a call and a dictionary lookup per template loaded (0.35 µs on a cached Jinja2
+``get_template`` of 0.53 µs; a page of two templates takes some 200 µs).
 
 Each process writes what it noted beside its data file, before each save, as
 ``.covguard-templates.<host>.pid<pid>.json`` (the ``.covguard*`` of a ``.gitignore``
