@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urljoin
 
+import certifi.core
 import coverage
 import pytest
 import requests
@@ -353,11 +354,17 @@ def big_project(folder: Path, apps: int = 8, modules: int = 30) -> None:
             )
             calls.append(f"bigsite.app{app}.views{module}")
     (folder / "bigsite" / "__init__.py").write_text("")
-    (folder / ".coveragerc").write_text("[run]\nsource = bigsite\n")
+    # An installed package too: certifi's __init__.py and core.py (not what some of its
+    # builds ship beside them).
+    (folder / ".coveragerc").write_text(
+        "[run]\nsource = bigsite\nsource_pkgs = certifi\n"
+        "omit =\n    */certifi/tests/*\n    */certifi/__main__.py\n"
+    )
     (folder / "bigapp.py").write_text(
         "import importlib\n\n"
         f"MODULES = {calls!r}\n\n\n"
         "def application(environ, start_response):\n"
+        "    importlib.import_module('certifi').where()\n"
         "    for name in MODULES:\n"
         "        importlib.import_module(name).seen()\n"
         "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
@@ -382,18 +389,27 @@ def test_a_project_of_500_files_reads_folder_by_folder_filtered_the_unrun_apart(
         assert (app0["statements"], app0["missing"], app0["shown"]) == (120, 30, "75")
         migrations = folders["bigsite/app0/migrations"]
         assert (migrations["statements"], migrations["missing"]) == (60, 60)
+        # An installed package's files, absolute in coverage report, read as the package.
+        shown = "site-packages/certifi/core.py"
+        (core,) = [row for row in summary["files"] if row["name"] == shown]
+        assert core["file"] == os.path.realpath(certifi.core.__file__)
+        assert "site-packages/certifi" in folders
 
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
             page = browser.new_page(http_credentials={"username": "tester", "password": DASHBOARD})
             page.goto(f"{live.url}/__coverage__/")
             files = page.locator("#files tr")
-            # The 240 view modules that ran; the 240 migrations no line of which ran,
-            # apart, not at the top of the list at 0%.
-            expect(files).to_have_count(8 * 30 + 8 * 2 + 1, timeout=20_000)  # and __init__s
+            # The 240 view modules that ran (and certifi's two); the 240 migrations no line
+            # of which ran, apart, not at the top of the list at 0%.
+            expect(files).to_have_count(8 * 30 + 8 * 2 + 1 + 2, timeout=20_000)  # __init__s
             expect(page.locator("#unrun-count")).to_have_text(
                 "240 file(s) of which no line ran (never imported by the server)"
             )
+            page.get_by_label("Filter by path").fill("site-packages/certifi/")
+            expect(files).to_have_count(2)
+            row = files.filter(has=page.get_by_text(shown, exact=True))
+            expect(row.locator("td").first).to_have_attribute("title", core["file"])
             assert "_auto.py" not in page.locator("#files").inner_text()
             page.get_by_label("Filter by path").fill("app3/views1")
             expect(files).to_have_count(11)  # views1, views10..19

@@ -96,8 +96,9 @@ class Reports:
             for reporter, analysis in get_analysis_to_report(cov, None):
                 total += analysis.numbers
                 name = reporter.relative_filename()
-                files.append(_row(analysis.numbers, file=name))
-                folder = posixpath.dirname(name.replace(os.sep, "/")) or "."
+                shown = _shown_name(name)
+                files.append(_row(analysis.numbers, file=name, name=shown))
+                folder = posixpath.dirname(shown) or "."
                 folders[folder] = folders.get(folder, Numbers(precision=precision)) + (
                     analysis.numbers
                 )
@@ -230,6 +231,34 @@ def _version(morf: Any) -> tuple[int, int] | None:
     except OSError:
         return None
     return (info.st_size, info.st_mtime_ns)
+
+
+def _shown_name(name: str) -> str:
+    """How the dashboard shows a file coverage.py names ``name``: a file of an installed
+    package (``/…/venv/lib/python3.11/site-packages/wagtail/admin/views.py``, absolute in
+    ``coverage report`` since it is outside the current folder) as
+    ``site-packages/wagtail/admin/views.py``, so that 900 files of a real project read as
+    the packages they are; any other name as coverage.py gives it, with ``/``."""
+    if os.path.isabs(name):
+        for folder in _package_folders():
+            if name.startswith(folder + os.sep):
+                return "site-packages/" + name[len(folder) + 1 :].replace(os.sep, "/")
+    return name.replace(os.sep, "/")
+
+
+@functools.cache
+def _package_folders() -> list[str]:
+    """The interpreter's folders of installed packages, as given and as real paths
+    (coverage.py names files by their real path), deepest first."""
+    import site
+    import sysconfig
+
+    found = [*sys.path, *site.getsitepackages(), site.getusersitepackages(),
+             *(sysconfig.get_path(key) for key in ("purelib", "platlib"))]  # fmt: skip
+    named = {path for entry in found if entry
+             for path in (os.path.abspath(entry), os.path.realpath(entry))
+             if os.path.basename(path) in {"site-packages", "dist-packages"}}  # fmt: skip
+    return sorted(named, key=len, reverse=True)
 
 
 def _row(numbers: Numbers, **more: str) -> dict[str, Any]:
