@@ -97,3 +97,24 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield folder
     finally:
         subprocess.run(["umount", "--lazy", str(folder)], check=True)
+
+
+def pytest_assertrepr_compare(op: str, left: object, right: object) -> list[str] | None:
+    """Two sets of measured lines (file -> line numbers) that differ: the lines each side
+    alone has, per file, in full. A race that shows once in a busy suite run has to be
+    readable from that one run's output, where pytest's own diff is cut short."""
+    if op != "==" or not isinstance(left, dict) or not isinstance(right, dict):
+        return None
+    if not (_lines_by_file(left) and _lines_by_file(right)):
+        return None
+    said = ["the measured lines differ (left: the first operand):"]
+    for name in sorted(left.keys() | right.keys()):
+        mine, theirs = left.get(name, set()), right.get(name, set())
+        if mine != theirs:
+            said.append(f"  {name}: left only {sorted(mine - theirs)},"
+                        f" right only {sorted(theirs - mine)}")  # fmt: skip
+    return said
+
+
+def _lines_by_file(value: dict[object, object]) -> bool:
+    return all(isinstance(name, str) and isinstance(lines, set) for name, lines in value.items())

@@ -115,6 +115,13 @@ def reference(
     argv = [PY, "-m", "coverage", "run", "-p", *single[1:]]
     running = servers(argv, cwd=reference, port=port, token=None).wait_listening()
     drive(running.url)
+    # The note's background task runs after its answer, in a worker thread: SIGTERM must not
+    # come before its line (on a busy machine it did not always follow it). Under the door,
+    # the drain waits for it: the request is in flight until the app returns.
+    deadline = time.monotonic() + 10
+    while requests.get(f"{running.url}/notes/2", timeout=10).json()["text"] != "call":
+        assert time.monotonic() < deadline, "the background task never ran"
+        time.sleep(0.01)
     running.signal(signal.SIGTERM)
     running.wait(timeout=10)
     return measured_lines(reference, "notesapi")
