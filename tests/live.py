@@ -364,7 +364,11 @@ class CovguardServe:
         return requests.post(self.url + "/__shutdown__", headers=headers, timeout=10)
 
     def wait(self, timeout: float = 5.0) -> int:
-        code = self.process.wait(timeout=timeout)
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:  # as RunningServer.wait: say where it stood
+            tail = self.output()[-3000:]
+            raise AssertionError(f"still running after {timeout:g}s; its output:\n{tail}") from None
         self._close()
         return code
 
