@@ -143,3 +143,20 @@ def test_a_data_file_without_its_note_leaves_the_templates_unknown(
     elif lost == "combined":
         files = [parallel_file(tmp_path, 0, ["a|run"]).rename(tmp_path / ".coverage")]
     assert read_for(files).unknown is not None
+
+
+def test_an_engine_imported_without_its_hook_leaves_the_templates_unknown(tmp_path: Path) -> None:
+    """Whatever kept the hook out (a loader the import hook cannot wrap, say), the note
+    must not read as "no test rendered a template"."""
+    script = (
+        "from wsgi_covguard.templates import TemplateLog\n"
+        "import jinja2\n"  # before any hook: nothing notes its loads
+        "TemplateLog(lambda: 'a|run').write('.', ['a|run'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (written,) = tmp_path.glob(f"{NOTE_PREFIX}*.json")
+    assert json.loads(written.read_text())["unknown"] == (
+        "jinja2.environment was imported without the hook that notes its templates"
+    )

@@ -63,6 +63,8 @@ class TemplateLog:
         #: Why some loads cannot be noted (an engine whose hook did not go in), or None.
         self.unknown: str | None = None
         self._said = False
+        #: The engines' modules hooked: one imported but not hooked leaves its loads unseen.
+        self._hooked: set[str] = set()
 
     def note(self, filename: str | None, name: str | None) -> None:
         """``filename`` (the template's file; None for a string template) was loaded by
@@ -90,6 +92,7 @@ class TemplateLog:
     def _hook(self, hook: Callable[[ModuleType, TemplateLog], None], module: ModuleType) -> None:
         try:
             hook(module, self)
+            self._hooked.add(module.__name__)
         except AttributeError as exc:  # an engine release without the method hooked
             self.unknown = f"{module.__name__} cannot be followed ({exc})"
             say(f"templates are not recorded per test: {self.unknown}", logging.WARNING)
@@ -106,7 +109,7 @@ class TemplateLog:
                 context: {os.path.abspath(file): root for file, root in dict(files).items()}
                 for context, files in list(self.rendered.items())
             },
-            "unknown": self.unknown,
+            "unknown": self.unknown or self._unhooked(),
         }
         path = Path(folder) / f"{NOTE_PREFIX}{_host()}.pid{os.getpid()}.json"
         partial = path.with_name(f"{path.name}.tmp")
@@ -120,6 +123,14 @@ class TemplateLog:
                 self._said = True
                 say(f"could not write {path} ({exc}): a changed template will run every test",
                     logging.WARNING)  # fmt: skip
+
+    def _unhooked(self) -> str | None:
+        """Why loads went unseen: an engine imported whose hook did not go in (its module
+        loaded in a way the import hook could not follow), or None."""
+        for module in _HOOKS:
+            if module in sys.modules and module not in self._hooked:
+                return f"{module} was imported without the hook that notes its templates"
+        return None
 
 
 def _root(filename: str, name: str | None) -> str:
