@@ -96,8 +96,11 @@ def parallel_file(folder: Path, pid: int, contexts: list[str]) -> Path:
 
 
 def note(folder: Path, pid: int, contexts: list[str], rendered: dict[str, dict[str, str]]) -> None:
+    """The note the process ``pid`` writes, as :meth:`TemplateLog.write` writes it (its
+    engines hooked: whether jinja2 is imported in this test process is beside the point)."""
     log = TemplateLog(lambda: None)
     log.rendered = rendered
+    log._unhooked = lambda: None  # type: ignore[method-assign]
     log.write(str(folder), contexts)
     os.replace(folder / f"{NOTE_PREFIX}{_host()}.pid{os.getpid()}.json",
                folder / f"{NOTE_PREFIX}host.pid{pid}.json")  # fmt: skip
